@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install inputiba with the given extras (default: none). Idempotent.
+#   bash scripts/setup.sh            # the library and CLI
+#   bash scripts/setup.sh dev        # + test tools and every optional extra
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# PyTorch first, pinned to the build this platform serves (a CUDA build on x86-64 Linux);
+# pyproject.toml declares only ranges so users elsewhere keep their own build.
+python -c "import torch, torchvision" 2>/dev/null || \
+    python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
+python -c "import torch, torchvision"
+if [ -n "$extras" ]; then
+    if [ "$extras" = dev ]; then spec=".[dev,text,baselines]"; else spec=".[$extras]"; fi
+else
+    spec="."
+fi
+python -m pip install -q -e "$spec" 2>&1 | grep -v "is ignored" || true
+python -c "import inputiba"

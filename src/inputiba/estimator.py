@@ -1,0 +1,218 @@
+"""Stage 0: a layer's per-element statistics (mean, std, active neurons).
+
+:class:`LayerStatistics` accumulates with Chan's parallel update (batched Welford) in float64,
+so a batch of any size is one vectorised update and large activations do not lose precision.
+:func:`estimate_layer_statistics` drives it over an iterable of batches.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .layers import frozen_eval, get_layer, layer_output
+
+__all__ = [
+    "LayerStatistics",
+    "estimate_layer_statistics",
+    "batch_inputs",
+    "MIN_RECOMMENDED_SAMPLES",
+]
+
+#: Below this many samples the statistics are noisy; IBA recommends 10,000, the paper uses 1,000.
+MIN_RECOMMENDED_SAMPLES = 100
+
+
+class LayerStatistics:
+    """Running mean, variance and non-zero count per element of a layer's output.
+
+    Args:
+        shape: the shape of one sample's features (C x H x W for images, D for tokens).
+        device: where the accumulators live.
+
+    Example:
+        >>> stats = LayerStatistics((4,))
+        >>> stats.update(torch.tensor([[1., 0, 2, 3], [3., 0, 2, 5]]))
+        >>> stats.mean
+        tensor([2., 0., 2., 4.])
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
+        self.shape = tuple(shape)
+        self.n = 0
+        self._mean = torch.zeros(self.shape, dtype=torch.float64, device=device)
+        self._m2 = torch.zeros(self.shape, dtype=torch.float64, device=device)
+        self._nonzero = torch.zeros(self.shape, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor) -> None:
+        """Add a batch of samples, ``features`` of shape (N, *shape)."""
+        if tuple(features.shape[1:]) != self.shape:
+            raise ValueError(
+                f"features of shape {tuple(features.shape[1:])} do not match the statistics' "
+                f"shape {self.shape}"
+            )
+        nb = features.shape[0]
+        if nb == 0:
+            return
+        f = features.detach().to(self._mean.device, torch.float64)
+        mean_b = f.mean(0)
+        m2_b = ((f - mean_b) ** 2).sum(0)
+        n = self.n + nb
+        delta = mean_b - self._mean
+        self._mean += delta * (nb / n)
+        self._m2 += m2_b + delta**2 * (self.n * nb / n)
+        self._nonzero += (f != 0).sum(0)
+        self.n = n
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean per element (float32)."""
+        return self._mean.float()
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Sample standard deviation per element (float32, unbiased, not floored)."""
+        if self.n < 2:
+            return torch.zeros_like(self._mean, dtype=torch.float32)
+        return (self._m2 / (self.n - 1)).sqrt().float()
+
+    def active(self, threshold: float = 0.01) -> torch.Tensor:
+        """Boolean mask: elements non-zero in more than ``threshold`` of the samples."""
+        if self.n == 0:
+            return torch.zeros(self.shape, dtype=torch.bool, device=self._mean.device)
+        return (self._nonzero / self.n) > threshold
+
+    def to(self, device: torch.device | str) -> LayerStatistics:
+        """Move the accumulators (in place) and return self."""
+        self._mean = self._mean.to(device)
+        self._m2 = self._m2.to(device)
+        self._nonzero = self._nonzero.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape,
+            "n": self.n,
+            "mean": self._mean.cpu(),
+            "m2": self._m2.cpu(),
+            "nonzero": self._nonzero.cpu(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> LayerStatistics:
+        stats = cls(tuple(state["shape"]))
+        stats.n = int(state["n"])
+        stats._mean = state["mean"].to(torch.float64)
+        stats._m2 = state["m2"].to(torch.float64)
+        stats._nonzero = state["nonzero"].to(torch.float64)
+        return stats
+
+    def save(self, path: str | os.PathLike[str], **meta: Any) -> None:
+        """Save to ``path`` (a ``torch.save`` file); ``meta`` (e.g. model and layer) is kept."""
+        state = self.state_dict()
+        state["meta"] = meta
+        tmp = f"{os.fspath(path)}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LayerStatistics:
+        """Load statistics written by :meth:`save`."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        stats = cls.from_state_dict(state)
+        stats.meta = state.get("meta", {})
+        return stats
+
+    def __repr__(self) -> str:
+        return f"LayerStatistics(shape={self.shape}, n={self.n})"
+
+
+def batch_inputs(batch: Any) -> torch.Tensor:
+    """The input tensor of a batch: a tensor, an (input, label, ...) pair, or a dict.
+
+    Dicts are read at ``"input"``, ``"inputs"``, ``"image"``, ``"images"`` or ``"pixel_values"``.
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        for key in ("input", "inputs", "image", "images", "pixel_values"):
+            if key in batch:
+                return batch[key]
+    raise TypeError(
+        f"Cannot find the input tensor in a batch of type {type(batch).__name__}; yield tensors, "
+        "(input, label) pairs, or dicts with an 'input' key"
+    )
+
+
+def estimate_layer_statistics(
+    model: nn.Module,
+    layer: str,
+    batches: Iterable[Any],
+    n_samples: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> LayerStatistics:
+    """Estimate the statistics of ``layer``'s output over ``batches``.
+
+    Only the network up to ``layer`` runs. The model is in eval mode meanwhile and restored.
+
+    Args:
+        model: the classifier.
+        layer: dotted name of the layer.
+        batches: an iterable of tensors, (input, label) pairs, or dicts (see :func:`batch_inputs`).
+        n_samples: stop after this many samples (``None``: use all batches).
+        device: where to run; default the model's device.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The statistics (on the CPU).
+
+    Raises:
+        ValueError: no samples were seen.
+    """
+    get_layer(model, layer)
+    if device is None:
+        device = _model_device(model)
+    stats: LayerStatistics | None = None
+    bar = tqdm(total=n_samples, desc=f"estimate {layer}", unit="sample", disable=not progress)
+    with frozen_eval(model), torch.no_grad():
+        for batch in batches:
+            x = batch_inputs(batch).to(device)
+            if n_samples is not None and stats is not None:
+                x = x[: n_samples - stats.n]
+            if x.shape[0] == 0:
+                break
+            r = layer_output(model, layer, x)
+            if stats is None:
+                stats = LayerStatistics(tuple(r.shape[1:]), device=r.device)
+            stats.update(r)
+            bar.update(r.shape[0])
+            if n_samples is not None and stats.n >= n_samples:
+                break
+    bar.close()
+    if stats is None or stats.n == 0:
+        raise ValueError("No samples to estimate the layer statistics from: the batches were empty")
+    if stats.n < MIN_RECOMMENDED_SAMPLES:
+        warnings.warn(
+            f"Layer statistics estimated from only {stats.n} samples; at least "
+            f"{MIN_RECOMMENDED_SAMPLES} are recommended (the paper uses 1,000).",
+            stacklevel=2,
+        )
+    return stats.to("cpu")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
