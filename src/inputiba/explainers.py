@@ -313,6 +313,7 @@ def fresh_nonlinearities(model: nn.Module) -> nn.Module:
         )
     gm.graph.lint()
     gm.recompile()
+    gm.delete_all_unused_submodules()
     return gm.eval()
 
 
