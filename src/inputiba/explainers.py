@@ -183,33 +183,46 @@ def map_to_uint8(m: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """Name of the last module, in execution order, whose output is a (B, C, h, w) map, h*w > 1.
+    """Name of the last module, in execution order, called once per forward pass, whose output
+    is a (B, C, h, w) map with h * w > 1.
 
-    This is the usual Grad-CAM layer (the last convolutional block's output). Runs the model
-    once on ``inputs[:1]`` with hooks.
+    This is the usual Grad-CAM layer (the last convolutional block's output). Modules called
+    several times (a shared activation, e.g. EfficientNet's ``_swish``) are skipped: their
+    output is not one layer. Runs the model once on ``inputs[:1]`` with hooks.
     """
-    order: list[str] = []
+    calls = _call_counts(model, inputs[:1])
+    order = [name for name, (count, spatial) in calls.items() if count == 1 and spatial]
+    if not order:
+        raise ValueError(
+            f"{type(model).__name__} has no module with a (B, C, h, w) output; pass layer=..."
+        )
+    return order[-1]
+
+
+def _call_counts(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[int, bool]]:
+    """Module name -> (calls in one forward pass, whether its last output was spatial 4-d),
+    in order of the last call."""
+    calls: dict[str, tuple[int, bool]] = {}
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1:
-                order.append(name)
+            spatial = (
+                isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1
+            )
+            count = calls.pop(name, (0, False))[0] + 1
+            calls[name] = (count, spatial)
 
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(inputs[:1])
+            model(inputs)
     finally:
         for h in handles:
             h.remove()
-    if not order:
-        raise ValueError(
-            f"{type(model).__name__} has no module with a (B, C, h, w) output; pass layer=..."
-        )
-    return order[-1]
+    return calls
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,12 +612,22 @@ class GradCAM(Explainer):
         if layer is not None:
             get_layer(model, layer)
         self.layer = layer
+        self._checked: set[str] = set()
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         from captum.attr import LayerGradCam
 
         if self.layer is None:
             self.layer = last_spatial_layer(self.model, x)
+        if self.layer not in self._checked:
+            count = _call_counts(self.model, x[:1]).get(self.layer, (0, False))[0]
+            if count != 1:
+                raise ValueError(
+                    f"Grad-CAM layer {self.layer!r} is called {count} times per forward pass; "
+                    "choose a layer that runs exactly once (e.g. a block, not a shared "
+                    "activation module)"
+                )
+            self._checked.add(self.layer)
         cam = LayerGradCam(self.model, get_layer(self.model, self.layer))
         return cam.attribute(x, target=targets, relu_attributions=False, **kwargs)
 
