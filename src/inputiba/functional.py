@@ -109,11 +109,8 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = gaussian_kernel_1d(sigma, x.dtype).to(x.device)
     pad = (k.numel() - 1) // 2
     n, c, h, w = x.shape
-    if pad >= h or pad >= w:
-        # reflection padding needs pad < size; fall back to replicate for tiny maps
-        mode = "replicate"
-    else:
-        mode = "reflect"
+    # reflection padding needs pad < size; tiny maps fall back to replicate
+    mode = "replicate" if pad >= h or pad >= w else "reflect"
     y = x.reshape(n * c, 1, h, w)
     y = F.pad(y, (pad, pad, pad, pad), mode=mode)
     y = F.conv2d(y, k.view(1, 1, 1, -1))
