@@ -3,13 +3,14 @@ summation property on a model that reuses its ReLU, Extremal Perturbation on a p
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import inputiba
 from inputiba.explainers import (
     EXPLAINERS,
     available_explainers,
@@ -53,17 +54,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """DigitNet trained for a few epochs on sklearn's digits (upsampled to 16x16)."""
+@functools.cache
+def digit_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's digits as (N, 1, 16, 16) images normalised to [-1, 1], and labels."""
     from sklearn.datasets import load_digits
 
-    torch.manual_seed(0)
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
-    x = (x - 0.5) / 0.5
-    y = torch.tensor(data.target)
+    return (x - 0.5) / 0.5, torch.tensor(data.target)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """DigitNet trained for a few epochs on sklearn's digits (upsampled to 16x16)."""
+    torch.manual_seed(0)
+    x, y = digit_tensors()
     model = DigitNet()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(8):
@@ -158,7 +164,7 @@ def test_targets_resolution(digits):
     assert torch.equal(resolve_targets(model, x, None), pred)
     assert torch.equal(resolve_targets(model, x, 3), torch.full((4,), 3))
     assert torch.equal(resolve_targets(model, x, y.tolist()), y)
-    with pytest.raises(ValueError, match="3 entries for a batch of 4"):
+    with pytest.raises(ValueError, match="Got 3 targets for a batch of 4"):
         resolve_targets(model, x, [1, 2, 3])
     ig = get_explainer("integrated_gradients", model, n_steps=8)
     assert torch.equal(ig.attribute(x, return_raw=True).targets, pred)
@@ -289,13 +295,12 @@ def test_normalize_map():
         normalize_map(-m)
 
 
-@pytest.mark.skipif(not hasattr(inputiba, "InputIBA"), reason="core InputIBA not merged yet")
 @pytest.mark.parametrize("name", ["iba", "inputiba"])
 def test_core_wrappers(digits, name):
     from inputiba import estimate_layer_statistics
 
     model, x, y = digits
-    stats = estimate_layer_statistics(model, "conv2", [x.repeat(8, 1, 1, 1)])
+    stats = estimate_layer_statistics(model, "conv2", [digit_tensors()[0][:200]], progress=False)
     extra = {"preset": "fast"} if name == "inputiba" else {}
     explainer = get_explainer(name, model, "conv2", statistics=stats, seed=0, **extra)
     res = explainer.attribute(x[:2], y[:2], return_raw=True)

@@ -30,8 +30,8 @@ parameters during attribution (:func:`inputiba.layers.frozen_eval`). An explaine
 ``seed=`` gives identical maps on every call (it forks the global RNG, leaving it untouched).
 
 Captum provides Grad-CAM, Integrated Gradients, Guided Backprop and DeepSHAP (DeepLiftShap);
-Extremal Perturbation is implemented in :mod:`inputiba.extremal`; InputIBA and IBA wrap the
-core classes of this package.
+Extremal Perturbation is implemented in :mod:`inputiba.extremal`; InputIBA and IBA wrap
+:class:`inputiba.InputIBA` and :class:`inputiba.IBA`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,6 +49,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .attribution import _check_inputs
+from .attribution import resolve_targets as _targets_from_logits
 from .extremal import extremal_perturbation
 from .functional import resize_map
 from .layers import frozen_eval, get_layer
@@ -117,22 +118,16 @@ def resolve_targets(
 ) -> torch.Tensor:
     """One class per sample as a (B,) long tensor on the inputs' device.
 
-    ``None`` runs the model once (no gradients) and takes the arg-max class.
+    Runs the model once (no gradients) and applies :func:`inputiba.attribution.resolve_targets`:
+    ``None`` takes the arg-max class, an int is used for every sample, a sequence or tensor
+    gives one class per sample.
 
     Raises:
-        ValueError: a sequence/tensor whose length is not the batch size.
+        ValueError: wrong number of targets, or a class the model does not have.
     """
-    batch = inputs.shape[0]
-    if target is None:
-        with torch.no_grad():
-            return model_logits(model(inputs, **forward_kwargs)).argmax(dim=1)
-    t = torch.as_tensor(target, device=inputs.device).long()
-    if t.dim() == 0:
-        return t.repeat(batch)
-    t = t.reshape(-1)
-    if t.numel() != batch:
-        raise ValueError(f"target has {t.numel()} entries for a batch of {batch} inputs")
-    return t
+    with torch.no_grad():
+        logits = model_logits(model(inputs, **forward_kwargs))
+    return _targets_from_logits(logits, target).to(inputs.device)
 
 
 def reduce_channels(raw: torch.Tensor, reduction: str = "abs") -> torch.Tensor:
@@ -377,16 +372,6 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _check_images(inputs: torch.Tensor) -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}")
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs must be (B, C, H, W) images, got shape {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a float tensor (normalised images), got {inputs.dtype}")
-    return inputs
-
-
 def _model_device(model: nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -480,7 +465,7 @@ class Explainer:
         self, inputs: torch.Tensor, target: Any, kwargs: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = _model_device(self.model)
-        x = _check_images(inputs).to(device)
+        x = _check_inputs(inputs).to(device)
         with frozen_eval(self.model), _seeded(self.seed, device), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
             targets = resolve_targets(self.model, x, target)
@@ -500,26 +485,6 @@ class Explainer:
 # the methods
 
 
-def _core_class(name: str) -> Any:
-    import inputiba
-
-    cls = getattr(inputiba, name, None)
-    if cls is None:
-        raise ImportError(
-            f"inputiba.{name} is not available in this installation (the core library is "
-            "missing); the other explainers still work"
-        )
-    return cls
-
-
-def _set_statistics(core: Any, statistics: Any) -> None:
-    if statistics is None:
-        return
-    if isinstance(statistics, (str, Path)):
-        statistics = _core_class("LayerStatistics").load(statistics)
-    core.statistics = statistics
-
-
 class InputIBAExplainer(Explainer):
     """InputIBA (Zhang et al. 2021) through :class:`inputiba.InputIBA`.
 
@@ -530,7 +495,9 @@ class InputIBAExplainer(Explainer):
         model: the classifier.
         layer: dotted name of the feature-bottleneck layer (e.g. ``"_blocks.5"``).
         statistics: a ``LayerStatistics`` or a path to saved ones.
-        preset: ``"fast"`` or ``"paper"``; other keyword arguments override hyper-parameters.
+        preset: ``"fast"`` or ``"paper"``; other keyword arguments override fields of
+            :class:`inputiba.InputIBAConfig`.
+        seed: the core's per-sample seed (``seed + i`` for sample ``i``); default the preset's.
     """
 
     name = "inputiba"
@@ -546,15 +513,26 @@ class InputIBAExplainer(Explainer):
         normalize: bool = True,
         **kwargs: Any,
     ):
-        super().__init__(model, seed=seed, normalize=normalize)
-        get_layer(model, layer)
+        from .attribution import InputIBA
+
+        super().__init__(model, seed=None, normalize=normalize)
+        if seed is not None:
+            kwargs["seed"] = seed
+        self.explainer = InputIBA(model, layer, statistics, preset=preset, **kwargs)
         self.layer = layer
-        self.explainer = _core_class("InputIBA")(model, layer, preset=preset, **kwargs)
-        _set_statistics(self.explainer, statistics)
 
     def estimate(self, *args: Any, **kwargs: Any) -> Any:
         """Estimate the layer statistics (forwards to ``InputIBA.estimate``)."""
         return self.explainer.estimate(*args, **kwargs)
+
+    @property
+    def statistics(self) -> Any:
+        """The wrapped explainer's layer statistics."""
+        return self.explainer.statistics
+
+    @statistics.setter
+    def statistics(self, value: Any) -> None:
+        self.explainer.statistics = value
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.explainer.attribute(x, target=targets, **kwargs)
@@ -564,6 +542,7 @@ class IBAExplainer(InputIBAExplainer):
     """IBA (Schulz et al. 2020), InputIBA's stage 1 alone, through :class:`inputiba.IBA`.
 
     Raw output: the capacity map in bits per pixel, (B, 1, H, W), upsampled from the layer.
+    Keyword arguments go to :class:`inputiba.IBA` (``beta``, ``steps``, ``lr``, ...).
     """
 
     name = "iba"
@@ -578,11 +557,13 @@ class IBAExplainer(InputIBAExplainer):
         normalize: bool = True,
         **kwargs: Any,
     ):
-        Explainer.__init__(self, model, seed=seed, normalize=normalize)
-        get_layer(model, layer)
+        from .attribution import IBA
+
+        Explainer.__init__(self, model, seed=None, normalize=normalize)
+        if seed is not None:
+            kwargs["seed"] = seed
+        self.explainer = IBA(model, layer, statistics, **kwargs)
         self.layer = layer
-        self.explainer = _core_class("IBA")(model, layer, **kwargs)
-        _set_statistics(self.explainer, statistics)
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.explainer.attribute(x, targets, upsample=True, **kwargs)
