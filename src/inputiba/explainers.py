@@ -625,7 +625,7 @@ class IntegratedGradients(Explainer):
         baseline: value or tensor broadcastable to the inputs (0 = the mean image when
             inputs are normalised).
         n_steps: integration points (Gauss-Legendre).
-        internal_batch_size: inputs per forward pass (memory bound); default ``n_steps``.
+        internal_batch_size: interpolated inputs per forward pass (memory bound).
         reduction: ``"abs"`` or ``"positive"`` (see :func:`reduce_channels`).
     """
 
@@ -638,7 +638,7 @@ class IntegratedGradients(Explainer):
         *,
         baseline: float | torch.Tensor = 0.0,
         n_steps: int = 50,
-        internal_batch_size: int | None = None,
+        internal_batch_size: int = 64,
         reduction: str = "abs",
         seed: int | None = None,
         normalize: bool = True,
@@ -661,8 +661,9 @@ class IntegratedGradients(Explainer):
             baselines=baseline,
             target=targets,
             n_steps=kwargs.pop("n_steps", self.n_steps),
-            internal_batch_size=kwargs.pop("internal_batch_size", self.internal_batch_size)
-            or self.n_steps * x.shape[0],
+            internal_batch_size=max(
+                kwargs.pop("internal_batch_size", self.internal_batch_size), x.shape[0]
+            ),
             **kwargs,
         )
 
