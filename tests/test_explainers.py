@@ -307,3 +307,27 @@ def test_core_wrappers(digits, name):
     assert res.map.shape == (2, 1, 16, 16) and torch.isfinite(res.map).all()
     assert res.map.min() >= 0 and torch.allclose(res.map.amax(dim=(1, 2, 3)), torch.ones(2))
     assert torch.equal(explainer.attribute(x[:2], y[:2]), res.map)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "guided_backprop", "iba"])
+def test_explain_func_follows_a_changed_model(digits, name):
+    """A sanity check randomises weights (in place or in a copy): maps must follow the model."""
+    import copy
+
+    model, x, y = digits
+    kw = {}
+    if name == "iba":
+        from inputiba import estimate_layer_statistics
+
+        kw["statistics"] = estimate_layer_statistics(
+            model, "conv2", [digit_tensors()[0][:200]], progress=False
+        )
+    explainer = get_explainer(name, model, "conv3" if name == "gradcam" else "conv2", **kw)
+    before = explainer.explain_func(model, x.numpy(), y.numpy())
+    assert isinstance(before, np.ndarray) and before.shape == (4, 1, 16, 16)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.conv1.weight.normal_(generator=torch.Generator().manual_seed(1))
+    after = explainer.explain_func(other, x.numpy(), y.numpy())
+    assert not np.allclose(before, after)
+    assert np.allclose(explainer.explain_func(model, x.numpy(), y.numpy()), before, atol=1e-6)

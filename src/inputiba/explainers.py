@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -448,17 +448,24 @@ class Explainer:
 
     __call__ = attribute
 
-    def explain_func(self) -> Callable[..., np.ndarray]:
-        """A Quantus-style ``explain_func(model, inputs, targets, **kw) -> (B, 1, H, W) ndarray``."""
+    def with_model(self, model: nn.Module) -> Explainer:
+        """The same method and settings on another model (e.g. a randomised copy)."""
+        new = copy.copy(self)
+        new.model = model
+        return new
 
-        def explain(model: nn.Module, inputs: Any, targets: Any, **_kw: Any) -> np.ndarray:
-            if model is not self.model:
-                raise ValueError("this explain_func is bound to another model")
-            x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
-            t = torch.as_tensor(np.asarray(targets)).long()
-            return self.attribute(x, t).cpu().numpy()  # type: ignore[union-attr]
+    def explain_func(
+        self, model: nn.Module | None, inputs: Any, targets: Any, **_kw: Any
+    ) -> np.ndarray:
+        """Quantus-style ``explain_func(model, inputs, targets) -> (B, 1, H, W)`` numpy maps.
 
-        return explain
+        A ``model`` other than this explainer's (a randomised copy in a sanity check) is
+        explained with the same method and settings (:meth:`with_model`).
+        """
+        explainer = self if model is None or model is self.model else self.with_model(model)
+        x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+        t = None if targets is None else torch.as_tensor(np.asarray(targets)).long().view(-1)
+        return explainer.attribute(x.float(), t).cpu().numpy()  # type: ignore[union-attr]
 
     # -- internals ---------------------------------------------------------------------------
     def _run(
@@ -534,6 +541,19 @@ class InputIBAExplainer(Explainer):
     def statistics(self, value: Any) -> None:
         self.explainer.statistics = value
 
+    def with_model(self, model: nn.Module) -> Explainer:
+        """Same settings and statistics on another model (all stages rerun on it)."""
+        from .attribution import _LayerAttribution
+
+        core = self.explainer
+        new = copy.copy(self)
+        new.model = model
+        new.explainer = type(core).__new__(type(core))
+        _LayerAttribution.__init__(
+            new.explainer, model, self.layer, core.statistics, core.config, core.progress
+        )
+        return new
+
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.explainer.attribute(x, target=targets, **kwargs)
 
@@ -594,6 +614,12 @@ class GradCAM(Explainer):
             get_layer(model, layer)
         self.layer = layer
         self._checked: set[str] = set()
+
+    def with_model(self, model: nn.Module) -> Explainer:
+        new = copy.copy(self)
+        new.model = model
+        new._checked = set()
+        return new
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         from captum.attr import LayerGradCam
@@ -689,14 +715,14 @@ class GuidedBackprop(Explainer):
         super().__init__(model, seed=seed, normalize=normalize)
         reduce_channels(torch.zeros(1, 1, 1, 1), reduction)
         self.reduction = reduction
-        self._copy: nn.Module | None = None
 
     def _fresh(self) -> nn.Module:
-        if self._copy is None:
-            self._copy = fresh_nonlinearities(self.model)
-            for p in self._copy.parameters():
-                p.requires_grad_(False)
-        return self._copy
+        # rebuilt at every call (cheap next to the attribution): a model changed in place,
+        # e.g. randomised by a sanity check, is never explained through a stale copy
+        fresh = fresh_nonlinearities(self.model)
+        for p in fresh.parameters():
+            p.requires_grad_(False)
+        return fresh
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         from captum.attr import GuidedBackprop as CaptumGBP
