@@ -1,0 +1,5 @@
+"""Evaluation metrics (placeholder, classes follow)."""
+
+from . import functional
+
+__all__ = ["functional"]
