@@ -312,3 +312,69 @@ def test_sanity_check_never_touches_model_and_detects_model_independence():
     np.testing.assert_allclose(again.ssim, res.ssim)
     with pytest.raises(KeyError, match="nope"):
         MF.sanity_check(net, x, y, saliency, layers=["nope"])
+
+
+# ----------------------------------------------------------------------------- class layer
+
+
+def test_curve_classes_accumulate_and_summarise():
+    from inputiba.metrics import Deletion, Insertion
+
+    model = SumModel(ONES)
+    dele = Deletion(model, step=1, score="logit")
+    ins = Insertion(model, step=1, score="logit", baseline=0.0)
+    r = dele.update(torch.cat([X, X]), [0, 0], torch.cat([A, -A]), names=["a", "b"])
+    ins.update(X, [0], A)
+    assert r.auc.shape == (2,)
+    s = dele.summary()
+    # order 2, 3, 4, 1 -> 4.75; reversed order 1, 4, 3, 2 -> 10, 9, 5, 2, 0 -> 0.25 * 21
+    assert s["auc"]["mean"] == pytest.approx((4.75 + 5.25) / 2) and s["auc"]["n"] == 2
+    assert s["auc"]["std"] == pytest.approx(abs(4.75 - 5.25) / 2)
+    assert dele.per_sample()[1] == {"name": "b", "auc": pytest.approx(5.25)}
+    assert len(dele.curves) == 2 and ins.summary()["auc"]["mean"] == pytest.approx(5.25)
+    assert Deletion.higher_is_better["auc"] is False and Insertion.higher_is_better["auc"]
+    dele.reset()
+    assert dele.summary()["auc"]["n"] == 0
+
+
+def test_box_classes_skip_and_report():
+    from inputiba.metrics import EffectiveHeatRatio, MassInBox, PointingGame
+
+    h = np.zeros((10, 10))
+    h[1, 1] = 1.0
+    maps = [h, h, h, h]
+    regions = [np.array([[0, 0, 3, 3]]), None, np.zeros((0, 4)), np.array([[0, 0, 10, 10]])]
+    ehr = EffectiveHeatRatio()
+    out = ehr.update(maps, regions, names=["in", "none", "empty", "huge"])
+    assert out[0]["ehr"] == pytest.approx(1.0) and out[1] is None
+    s = ehr.summary()
+    assert s["ehr"]["n"] == 1
+    assert [d["name"] for d in s["skipped"]] == ["none", "empty", "huge"]
+    assert "no boxes" in s["skipped"][0]["reason"] and "cover" in s["skipped"][2]["reason"]
+    pg = PointingGame(tolerance=0)
+    pg.update([h, h], [np.array([[0, 0, 3, 3]]), np.array([[5, 5, 9, 9]])])
+    assert pg.summary()["hit"]["mean"] == 0.5
+    mib = MassInBox()
+    mib.update([h], [np.array([[0, 0, 5, 5]])])
+    assert mib.summary()["mass_in_box"]["mean"] == 1.0
+    assert mib.summary()["mass_in_box_ratio"]["mean"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="regions"):
+        mib.update([h], [])
+
+
+def test_sensitivity_and_sanity_classes():
+    from inputiba.metrics import SanityCheck, SensitivityN
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4, 4)
+    w = torch.randn(1, 4, 4)
+    sn = SensitivityN(SumModel(w), ns=[1, 4], n_subsets=10)
+    sn.update(x, [0, 0], (x * w)[:, 0])
+    s = sn.summary()
+    assert s["mean_correlation"]["mean"] == pytest.approx(1.0) and set(s["per_n"]) == {1, 4}
+    net = TinyNet()
+    sc = SanityCheck(net, saliency)
+    sc.update(torch.randn(2, 1, 8, 8), [0, 1])
+    s = sc.summary()
+    assert [d["layer"] for d in s["per_layer"]] == ["fc", "bn", "conv"]
+    assert s["ssim_last"]["n"] == 2
