@@ -245,7 +245,7 @@ def load_image(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 class ImageNetBoxFolder(Sequence[LocalizationSample]):
