@@ -121,8 +121,9 @@ def test_evaluate_mismatched_shape_is_a_clear_error(tmp_path, tiny_model, capsys
     assert summary["metrics"]["deletion_auc"]["n"] == 1  # a still evaluated
 
 
-def test_evaluate_probability_filter(tmp_path, tiny_model):
+def test_evaluate_probability_filter_and_rescaling(tmp_path, tiny_model):
     images, maps = _write_set(tmp_path)
+    np.save(maps / "a.npy", np.load(maps / "a.npy") * 50 - 3)  # raw scores outside [0, 1]
     out = tmp_path / "eval"
     argv = [
         "evaluate",
@@ -139,6 +140,10 @@ def test_evaluate_probability_filter(tmp_path, tiny_model):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["skipped"]["probability"]) == 2
     assert summary["metrics"]["deletion_auc"]["n"] == 0
+    argv[argv.index("0.99")] = "0"
+    assert main(argv) == 0
+    a = json.loads((out / "per_image" / "a.json").read_text())
+    assert a["rescaled_from"] == [-3.0, 47.0] and a["ehr"] == pytest.approx(1.0)
 
 
 def test_evaluate_voc_boxes_with_class_index(tmp_path, tiny_model):

@@ -360,6 +360,12 @@ def evaluate_maps(args: argparse.Namespace) -> int:
                     f"map {maps[it.stem].name} is {amap.shape[0]} x {amap.shape[1]} but its image is "
                     f"{h} x {w}: maps must be at the image's original size (as inputiba explain writes them)"
                 )
+            if amap.min() < 0 or amap.max() > 1:
+                # not in [0, 1] (another method's raw scores): min-max scale, which keeps the
+                # pixel order (deletion/insertion unchanged) and puts EHR's threshold on [0, 1]
+                lo, hi = amap.min(), amap.max()
+                amap = (amap - lo) / (hi - lo) if hi > lo else np.zeros_like(amap)
+                record["rescaled_from"] = [float(lo), float(hi)]
             x = None
             if model is not None:
                 x = preprocess(it.image).unsqueeze(0).to(args.device)
@@ -401,7 +407,7 @@ def evaluate_maps(args: argparse.Namespace) -> int:
                     )
                 for m in box_metrics:
                     before = len(m.skipped)
-                    (row,) = m.update([np.clip(amap, 0, None)], [region], names=[it.stem])
+                    (row,) = m.update([amap], [region], names=[it.stem])
                     if row is not None:
                         record.update({k: _clean(v) for k, v in row.items()})
                     elif len(m.skipped) > before and region is not None:
