@@ -108,7 +108,7 @@ def test_evaluate_mismatched_shape_is_a_clear_error(tmp_path, tiny_model, capsys
         "--out",
         str(out),
     ]
-    argv += ["--min-probability", "0", "--target", "0", "--no-plots", "--quiet"]
+    argv += ["--min-probability", "0", "--target", "0", "--no-plots", "--quiet", "--step", "0.25"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "b.npy is 10 x 10 but its image is 20 x 30" in err
@@ -131,7 +131,16 @@ def test_evaluate_probability_filter_and_rescaling(tmp_path, tiny_model):
         "--out",
         str(out),
     ]
-    argv += ["--min-probability", "0.99", "--target", "0", "--no-plots", "--quiet"]
+    argv += [
+        "--min-probability",
+        "0.99",
+        "--target",
+        "0",
+        "--no-plots",
+        "--quiet",
+        "--step",
+        "0.25",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["skipped"]["probability"]) == 2
