@@ -287,14 +287,23 @@ def evaluate_maps(args: argparse.Namespace) -> int:
         model, preprocess = resolve_model(args.model, args.weights)
         model = model.to(args.device)
     step: int | float = 10 if args.paper else args.step
-    dele = Deletion(model, step=step, batch_size=args.batch_size) if "deletion" in metrics else None
+    bar = not args.quiet
+    dele = (
+        Deletion(model, step=step, batch_size=args.batch_size, progress=bar)
+        if "deletion" in metrics
+        else None
+    )
     ins = (
-        Insertion(model, step=step, batch_size=args.batch_size, blur_sigma=args.blur_sigma)
+        Insertion(
+            model, step=step, batch_size=args.batch_size, blur_sigma=args.blur_sigma, progress=bar
+        )
         if "insertion" in metrics
         else None
     )
     sens = (
-        SensitivityN(model, n_subsets=args.sensitivity_subsets, batch_size=args.batch_size)
+        SensitivityN(
+            model, n_subsets=args.sensitivity_subsets, batch_size=args.batch_size, progress=bar
+        )
         if "sensitivity" in metrics
         else None
     )
