@@ -456,7 +456,11 @@ def evaluate_maps(args: argparse.Namespace) -> int:
             if m is not None and mean_curves[name]:
                 sc = np.mean(np.stack(mean_curves[name]), 0)
                 fr = m.curves[0][0]
-                curves[f"mean {name}"] = (fr, sc, float(np.trapezoid(sc, fr)))
+                curves[f"mean {name}"] = (
+                    fr,
+                    sc,
+                    float(np.sum(np.diff(fr) * (sc[1:] + sc[:-1]) / 2)),
+                )
         _plot_curves(
             out / "curves.png",
             curves,

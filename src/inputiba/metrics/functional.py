@@ -789,7 +789,7 @@ def effective_heat_ratio(
             above = h >= t
             inside = h[above & roi].sum() if weighted else float((above & roi).sum())
             ratios[i] = inside / max(above.sum(), 1)
-    value = float(np.trapezoid(ratios, qs))
+    value = float(np.sum(np.diff(qs) * (ratios[1:] + ratios[:-1]) / 2))  # trapezoid (any numpy)
     return (value, qs, ratios) if return_curve else value
 
 
