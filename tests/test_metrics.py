@@ -266,6 +266,11 @@ def test_randomization_layers_and_reinitialize():
     torch.manual_seed(0)
     net = TinyNet()
     assert MF.randomization_layers(net) == ["fc", "bn", "conv"]
+    nested = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), nn.ReLU(), nn.Linear(2, 2)
+    )
+    assert MF.randomization_layers(nested) == ["2", "0.1", "0.0"]
+    assert MF.randomization_layers(nested, depth=0) == ["2", "0"]
     net.bn.running_mean.fill_(3.0)
     net.bn.weight.data.fill_(2.0)
     big = nn.Linear(1000, 400)

@@ -842,20 +842,36 @@ def mass_in_box(
 # ----------------------------------------------------------------------------- sanity check
 
 
-def randomization_layers(model: nn.Module) -> list[str]:
+def randomization_layers(model: nn.Module, depth: int | None = None) -> list[str]:
     """Names of the modules the cascading randomisation walks, top (output) layer first.
 
-    These are the modules holding parameters or normalisation statistics of their own (convs,
-    linears, normalisation layers, embeddings, recurrent layers), in reverse definition order
-    (``named_modules`` order is the definition order; for sequential-style models that is the
-    forward order).
+    Args:
+        model: the classifier.
+        depth: ``None``: every module holding parameters or normalisation statistics of its own
+            (convs, linears, normalisation layers, embeddings, recurrent layers). An ``int``:
+            group by blocks instead, i.e. modules whose dotted name has at most ``depth`` dots;
+            one at exactly ``depth`` dots counts with everything inside it (for
+            EfficientNet-Lite0, ``depth=1`` gives ``_fc, _bn1, _conv_head, _blocks.15, ...,
+            _blocks.0, _bn0, _conv_stem``: 21 steps instead of 99).
+
+    Returns:
+        Names in reverse definition order (``named_modules`` order is the definition order,
+        which for sequential-style models is the forward order).
     """
+
+    def holds(mod: nn.Module, recurse: bool) -> bool:
+        own = list(mod.parameters(recurse=recurse))
+        own += [b for b in mod.buffers(recurse=recurse) if b.is_floating_point()]
+        return bool(own)
+
     names = []
     for name, mod in model.named_modules():
-        own = list(mod.parameters(recurse=False)) + [
-            b for b in mod.buffers(recurse=False) if b.is_floating_point()
-        ]
-        if name and own:
+        if not name:
+            continue
+        dots = name.count(".")
+        if depth is not None and dots > depth:
+            continue
+        if holds(mod, recurse=depth is not None and dots == depth):
             names.append(name)
     return names[::-1]
 
@@ -970,7 +986,8 @@ def sanity_check(
         inputs: ``(B, C, H, W)``; targets: ``(B,)``.
         explain_fn: ``explain_fn(model, inputs, targets) -> (B, H, W)`` maps (Quantus' signature).
         layers: module names to randomise, in order (each step randomises that module and its
-            submodules); default :func:`randomization_layers` (every layer, top down).
+            submodules); default :func:`randomization_layers` (every layer, top down; pass
+            ``randomization_layers(model, depth=1)`` to randomise block by block).
         reinit: in-place re-initialisation of one module (default :func:`reinitialize_`).
         seed: seeds torch's RNG for the re-initialisations (the global RNG state is restored).
         win_size: SSIM window.
