@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .explainers import Explainer, get_explainer
+from .explainers import Explainer, get_explainer, normalize_map
 
 __all__ = [
     "CompareItem",
@@ -125,7 +125,8 @@ def compute_maps(
         explainer_factory: ``() -> Explainer`` (called only when something is missing).
         items: images to explain (only those with a target in ``targets``).
         out: the method's folder; each map is ``<stem>.npy``, (H, W) float32 in [0, 1] at the
-            image's original size (bilinear from the model's input size).
+            image's original size (bilinear from the model's input size, then divided by its
+            maximum again, as the explainers' convention).
 
     Returns:
         ``{stem: seconds}`` for every map in ``out`` (also in ``out/timing.json``).
@@ -147,7 +148,8 @@ def compute_maps(
         for it, m in zip(batch, maps, strict=True):
             h, w = it.image.shape[:2]
             full = F.interpolate(m[None].float().cpu(), size=(h, w), mode="bilinear",
-                                 align_corners=False)[0, 0].clamp(0, 1)
+                                 align_corners=False)[0].clamp(min=0)
+            full = normalize_map(full)[0]  # resizing may lower the peak: back to max 1
             tmp = out / f"{it.name}.tmp.npy"
             np.save(tmp, full.numpy().astype(np.float32))
             tmp.replace(out / f"{it.name}.npy")
