@@ -20,8 +20,10 @@ keeps the target's score as high as possible when everything outside the mask is
   of ``(1 - a) N`` zeros followed by ``a N`` ones (:func:`area_loss`): the rank-based loss of the
   paper, which fixes the *area*, not the sum, of the mask.
 * **Optimisation**: Adam on the grid values (projected to [0, 1] after each step), ``lambda``
-  growing geometrically from ``lambda_start`` to ``lambda_end`` so that the area constraint
-  becomes hard by the end. ``Phi`` is the target's logit.
+  growing geometrically from ``lambda_start`` to ``lambda_end`` so that the score leads at
+  first and the area constraint becomes hard by the end. ``Phi`` is the target's logit divided
+  by ``|Phi(x) - Phi(fully perturbed x)|`` (a choice of this implementation: it makes the
+  weights independent of the model's logit scale).
 
 Samples and areas are optimised together as one batch (``B * len(areas)`` masks); the
 attribution map of several areas is their mean (pixels kept even at the smallest area score
@@ -190,8 +192,8 @@ def extremal_perturbation(
     targets: torch.Tensor,
     areas: Sequence[float] = (0.1,),
     *,
-    steps: int = 300,
-    lr: float = 0.05,
+    steps: int = 150,
+    lr: float = 0.1,
     stride: int | None = None,
     sigma: float | None = None,
     perturbation: str = "blur",
@@ -199,7 +201,7 @@ def extremal_perturbation(
     levels: int = 8,
     reference: torch.Tensor | float = 0.0,
     lambda_start: float = 1.0,
-    lambda_end: float = 1000.0,
+    lambda_end: float = 100.0,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -213,12 +215,14 @@ def extremal_perturbation(
         steps: Adam steps.
         lr: Adam learning rate on the grid values (kept in [0, 1] by projection).
         stride: grid cell in pixels; default ``max(1, round(min(H, W) / 32))`` (7 at 224).
-        sigma: smoothing kernel width in pixels; default ``1.5 * stride``.
+        sigma: smoothing kernel width in pixels; default ``3 * stride`` (21 at 224).
         perturbation: ``"blur"`` (the paper's default) or ``"fade"`` (to ``reference``).
         sigma_max: strongest blur in pixels; default ``10 * min(H, W) / 224``.
         levels: blur pyramid levels.
         reference: value (or (C,H,W)/(B,C,H,W) tensor) deleted pixels fade to, for ``"fade"``.
-        lambda_start, lambda_end: weight of the area loss, grown geometrically over the steps.
+        lambda_start, lambda_end: weight of the area loss, grown geometrically over the steps
+            (the score is divided by the gap between the unperturbed and the fully perturbed
+            image's score, so these weights do not depend on the model's logit scale).
         batch_size: masks optimised at once (samples x areas); default all.
         progress: show a tqdm bar over the steps.
 
@@ -234,7 +238,7 @@ def extremal_perturbation(
     b, _, h, w = inputs.shape
     n_areas = len(areas)
     stride = stride or max(1, round(min(h, w) / 32))
-    sigma = sigma or 1.5 * stride
+    sigma = sigma or 3.0 * stride
     sigma_max = sigma_max or 10.0 * min(h, w) / 224
     targets = torch.as_tensor(targets, device=inputs.device).long().reshape(-1)
     # one row per (sample, area), sample-major
@@ -284,16 +288,23 @@ def _optimise(
     if isinstance(reference, torch.Tensor) and reference.dim() == 4 and reference.shape[0] != n:
         raise ValueError("a per-sample reference must have the batch of the inputs")
     rows = torch.arange(n, device=x.device)
+
+    def perturb(mask: torch.Tensor) -> torch.Tensor:
+        if perturbation == "blur":
+            return blur_perturbation(pyramid, mask)
+        return fade_perturbation(x, mask, reference)
+
+    with torch.no_grad():  # the reward's scale: the score gap between keeping all and nothing
+        ones = torch.ones(n, 1, h, w, dtype=x.dtype, device=x.device)
+        kept = _logits(model(perturb(ones)))[rows, targets]
+        gone = _logits(model(perturb(torch.zeros_like(ones))))[rows, targets]
+        scale = 1.0 / (kept - gone).abs().clamp(min=1e-3)
     ratio = (lambda_end / lambda_start) ** (1 / max(steps - 1, 1))
     for step in tqdm(range(steps), desc="extremal perturbation", disable=not progress):
         lam = lambda_start * ratio**step
         mask = smooth_mask(params, (h, w), stride, sigma)
-        if perturbation == "blur":
-            perturbed = blur_perturbation(pyramid, mask)
-        else:
-            perturbed = fade_perturbation(x, mask, reference)
-        score = _logits(model(perturbed))[rows, targets]
-        loss = (-score + lam * area_loss(mask, areas)).sum()
+        score = _logits(model(perturb(mask)))[rows, targets]
+        loss = (-score * scale + lam * area_loss(mask, areas)).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

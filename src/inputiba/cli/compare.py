@@ -226,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--statistics", help="LayerStatistics file for --layer")
     p.add_argument("--estimation-samples", type=int, default=200,
                    help="stand-in crops to estimate the statistics when none are given")
-    p.add_argument("--ep-steps", type=int, default=200, help="extremal perturbation steps")
+    p.add_argument("--ep-steps", type=int, default=150, help="extremal perturbation steps")
     p.add_argument("--ig-steps", type=int, default=50, help="integrated gradients steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metrics", nargs="+",
