@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "--model", args.model, "--targets", str(targets_file),
         "--min-probability", str(args.min_probability), "--step", str(args.step),
         "--metrics", *args.metrics, "--device", args.device, "--quiet",
+        "--sensitivity-subsets", str(args.sensitivity_subsets),
     ]
     if args.weights:
         eval_args += ["--weights", args.weights]
@@ -231,6 +232,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metrics", nargs="+",
                    default=["deletion", "insertion", "sensitivity", "ehr", "pointing", "mass"])
+    p.add_argument("--sensitivity-subsets", type=int, default=100,
+                   help="random pixel subsets per N for sensitivity-N")
     p.add_argument("--step", type=float, default=0.01,
                    help="deletion/insertion step (fraction of pixels, or pixels if >= 1)")
     p.add_argument("--paper", action="store_true", help="10 pixels a step (50x slower)")
