@@ -44,6 +44,7 @@ __all__ = [
     "comparison_table",
     "figure_grid",
     "write_report",
+    "build_explainer_factory",
 ]
 
 #: (summary key, column title, higher is better)
