@@ -85,13 +85,13 @@ def test_comparison_table_marks_the_best_per_direction():
         "a": {"metrics": {"deletion_auc": {"mean": 0.1, "std": 0.01, "n": 2},
                           "insertion_auc": {"mean": 0.5, "std": 0.1, "n": 2}}},
         "b": {"metrics": {"deletion_auc": {"mean": 0.2, "std": 0.02, "n": 2},
-                          "insertion_auc": {"mean": 0.7, "std": None, "n": 2}}},
+                          "insertion_auc": {"mean": 0.7, "std": None, "n": 1}}},
     }
     table = comparison_table(s, {"a": 1.5})
     rows = table.strip().splitlines()
     assert rows[0].startswith("| method | Deletion AUC") and len(rows) == 4
     assert "| a | **0.100 ± 0.010** | 0.500 ± 0.100 | 2 | 1.50 |" in rows
-    assert "| b | 0.200 ± 0.020 | **0.700** | 2 | n/a |" in rows
+    assert "| b | 0.200 ± 0.020 | **0.700** (n=1) | 2 | n/a |" in rows
 
 
 def test_grid_and_report(tmp_path, items):

@@ -193,8 +193,8 @@ def _fmt(stat: dict[str, Any] | None) -> str:
 def comparison_table(
     summaries: dict[str, dict[str, Any]], seconds: dict[str, float] | None = None
 ) -> str:
-    """Markdown table: one row per method, mean ± std per metric (best in bold), n images,
-    and seconds per image."""
+    """Markdown table: one row per method, mean ± std per metric (best in bold; ``(n=k)`` where
+    a metric scored fewer images than the row's most), images, and seconds per image."""
     cols = [m for m in METRICS if any(m[0] in s.get("metrics", {}) for s in summaries.values())]
     best: dict[str, float] = {}
     for key, _title, higher in cols:
@@ -208,14 +208,16 @@ def comparison_table(
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for method, s in summaries.items():
         row = [method]
+        n = max((v.get("n", 0) for v in s.get("metrics", {}).values() if isinstance(v, dict)),
+                default=0)
         for key, _title, _h in cols:
             stat = s.get("metrics", {}).get(key)
             cell = _fmt(stat)
             if stat and stat.get("mean") is not None and stat["mean"] == best.get(key):
                 cell = f"**{cell}**"
+            if stat and stat.get("n") and stat["n"] < n:
+                cell += f" (n={stat['n']})"  # e.g. EHR skips images with large boxes
             row.append(cell)
-        n = max((v.get("n", 0) for v in s.get("metrics", {}).values() if isinstance(v, dict)),
-                default=0)
         row.append(str(n))
         sec = (seconds or {}).get(method)
         row.append("n/a" if sec is None else f"{sec:.2f}")
