@@ -161,11 +161,12 @@ def compute_maps(
 
 def evaluate_method(
     maps_dir: Path, out: Path, dataset_args: Sequence[str], eval_args: Sequence[str],
-    force: bool = False,
+    force: bool = False, announce: Any = None,
 ) -> dict[str, Any]:
     """Score a method's maps with ``inputiba evaluate`` (same parser, same defaults).
 
-    Skipped when ``out/summary.json`` is newer than every map (unless ``force``).
+    Skipped when ``out/summary.json`` is newer than every map (unless ``force``); otherwise
+    ``announce()`` (if given) is called first.
     """
     from .cli import evaluate as evaluate_cli
 
@@ -173,6 +174,8 @@ def evaluate_method(
     newest = max((p.stat().st_mtime for p in maps_dir.glob("*.npy")), default=0.0)
     if not force and summary.exists() and summary.stat().st_mtime >= newest:
         return json.loads(summary.read_text())
+    if announce is not None:
+        announce()
     parser = argparse.ArgumentParser(prog="inputiba")
     evaluate_cli.register(parser.add_subparsers())
     args = parser.parse_args(

@@ -166,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
         eval_args.append("--paper")
     summaries = {}
     for method in methods:
-        if not args.quiet:
-            print(f"inputiba compare: evaluating {method}", file=sys.stderr)
+        def announce(method: str = method) -> None:
+            if not args.quiet:
+                print(f"inputiba compare: evaluating {method}", file=sys.stderr)
+
         summaries[method] = evaluate_method(
             out / "maps" / method, out / "eval" / method, dataset_args, eval_args,
-            force=args.re_evaluate,
+            force=args.re_evaluate, announce=announce,
         )
     table = comparison_table(summaries, seconds)
     settings = {
