@@ -30,7 +30,6 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -64,10 +63,10 @@ __all__ = [
     "resolve_model",
     "resolve_target",
     "load_weights",
+    "default_preprocess",
     "standin_batches",
     "folder_batches",
     "RECORD_KEYS",
-    "DEFAULT_LAYERS",
     "DEFAULT_OUT_DIR",
     "STANDIN_SAMPLES",
 ]
@@ -77,14 +76,6 @@ RECORD_KEYS = (
     "name", "file", "status", "error", "size", "target", "probability", "predicted", "method",
     "settings", "seconds", "losses", "outputs", "feature_max_bits",
 )
-
-#: Layer used when none is given, per model name (the original configurations of DESIGN.md).
-DEFAULT_LAYERS: dict[str, str] = {
-    "efficientnet-lite0": "_blocks.5",
-    "vgg16": "features.17",
-    "resnet50": "layer2",
-    "resnet18": "layer2",
-}
 
 DEFAULT_OUT_DIR = "inputiba-out"
 
@@ -125,30 +116,13 @@ class ResolvedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ImagePreprocess:
-    """Resize (without cropping) to ``size``, scale to [0, 1], normalise per channel.
-
-    Args:
-        size: (H, W) of the model's input.
-        mean, std: per-channel normalisation (default: ImageNet's).
+def default_preprocess() -> Callable[[Any], torch.Tensor]:
+    """The preprocessing of models that bring none: resize the whole image (no crop) to
+    224 x 224 and normalise with the ImageNet mean and std (:class:`inputiba.models.Preprocess`).
     """
+    from .models import Preprocess
 
-    def __init__(self, size: tuple[int, int] = (224, 224),
-                 mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
-        self.size = tuple(size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        from .io import as_rgb_array
-
-        arr = _resize_rgb(as_rgb_array(image), self.size)
-        t = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1) / 255.0
-        return (t - self.mean) / self.std
-
-    def __repr__(self) -> str:
-        return f"ImagePreprocess(size={self.size})"
+    return Preprocess()
 
 
 def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -260,7 +234,7 @@ def resolve_model(
             ``(model, preprocess, class_names)``), or an ``nn.Module``.
         weights: a weights file loaded into the model (strictly).
         preprocess: overrides the model's preprocessing (default: the loader's, else
-            :class:`ImagePreprocess` with ImageNet normalisation at 224 x 224).
+            :func:`default_preprocess`).
         class_names: overrides the class names (default: ImageNet's for 1000-class models).
         device: where to run.
 
@@ -297,16 +271,23 @@ def resolve_model(
         label = model
         try:
             net, pre = load_model(model, weights=None if weights is None else os.fspath(weights))
-        except ExplainError:
-            raise
         except Exception as exc:  # noqa: BLE001 - one line naming the culprit
-            culprit = f"weights file {weights} for model {model!r}" if weights else \
-                f"model {model!r}"
-            raise ExplainError(f"Cannot load {culprit}: {_one_line(exc)}") from None
+            msg = _one_line(exc)
+            culprit = str(weights) if weights is not None else model
+            if culprit not in msg:
+                msg = f"Cannot load {'weights file ' if weights else 'model '}{culprit!r}: {msg}"
+            raise ExplainError(msg) from None
+        if weights is None and model.lower() != "efficientnet-lite0":
+            warnings.warn(
+                f"Model {model!r} has random weights: pass a weights file (--weights FILE) to "
+                "explain a trained model",
+                InputIBAWarning,
+                stacklevel=3,
+            )
     else:
         raise ExplainError(f"model must be a name, 'module:factory' or an nn.Module, "
                            f"not {type(model).__name__}")
-    pre = preprocess or pre or ImagePreprocess()
+    pre = preprocess or pre or default_preprocess()
     net = net.to(device).eval()
     try:
         probe = pre(np.zeros((240, 320, 3), dtype=np.uint8))
@@ -596,23 +577,14 @@ def _default_device() -> str:
 
 
 def _make_explainer(rm: ResolvedModel, layer: str, preset: str,
-                    options: Mapping[str, Any]) -> Any:
+                    options: Mapping[str, Any], progress: bool) -> Any:
     from . import InputIBA
 
     try:
-        return InputIBA(rm.model, layer, preset=preset, **dict(options))
+        return InputIBA(rm.model, layer, preset=preset, progress=progress, **dict(options))
     except (TypeError, ValueError, KeyError) as exc:
         raise ExplainError(f"Invalid InputIBA settings (preset {preset!r}, "
                            f"options {dict(options)}): {_one_line(exc)}") from None
-
-
-def _call_attribute(explainer: Any, x: torch.Tensor, targets: list[int],
-                    progress: bool) -> Any:
-    kwargs: dict[str, Any] = {"target": targets, "return_details": True}
-    with contextlib.suppress(TypeError, ValueError):
-        if "progress" in inspect.signature(explainer.attribute).parameters:
-            kwargs["progress"] = progress
-    return explainer.attribute(x, **kwargs)
 
 
 def _map_back(t: torch.Tensor | None, size: tuple[int, int], preserve_sum: bool = False,
@@ -697,7 +669,7 @@ def explain_images(
         model: built-in name, torchvision/timm name, ``"module:factory"``, ``"file.py:factory"``
             or an ``nn.Module`` (see :func:`resolve_model`).
         weights: a weights file for the model.
-        layer: the hidden layer of stage 1 (default: :data:`DEFAULT_LAYERS` for known models).
+        layer: the hidden layer of stage 1 (default: :func:`inputiba.models.default_layer`).
         target: class index or name for all images, or one per image (``None`` entries: the
             predicted class). Default: each image's predicted class.
         estimation: a folder of images to estimate the layer's statistics from, or a statistics
@@ -752,12 +724,9 @@ def explain_images(
 
     rm = resolve_model(model, weights, preprocess, class_names, device)
     if layer is None:
-        layer = DEFAULT_LAYERS.get(rm.name if isinstance(model, str) else "")
-        if layer is None:
-            with contextlib.suppress(Exception):
-                from .models import default_layer  # type: ignore[attr-defined]
+        from .models import default_layer
 
-                layer = default_layer(rm.name)
+        layer = default_layer(rm.name) if isinstance(model, str) else None
         if layer is None:
             raise ExplainError(
                 f"No default layer known for model {rm.name!r}; pass one (--layer NAME), e.g. "
@@ -770,7 +739,7 @@ def explain_images(
         raise ExplainError(str(exc)) from None
     resolved_targets = [resolve_target(t, rm.class_names, rm.num_classes) for t in targets_in]
     opts = dict(options or {})
-    explainer = _make_explainer(rm, layer, preset, opts)
+    explainer = _make_explainer(rm, layer, preset, opts, progress)
 
     stats, stats_info = _obtain_statistics(rm, layer, estimation, statistics, estimation_samples,
                                            device, seed, progress)
@@ -810,7 +779,7 @@ def explain_images(
                 report(f"skipped {msg}")
         if loaded:
             _explain_chunk(explainer, rm, loaded, sources, resolved_targets, records,
-                           settings, out, device, progress, report)
+                           settings, out, device, seed, report)
         bar.update(len(chunk))
         _write_index(out, [r for r in records if r is not None], subtitle)
     bar.close()
@@ -829,6 +798,16 @@ def explain_images(
     return done
 
 
+def _final_losses(values: Any, j: int) -> Any:
+    """The last value of sample ``j``'s loss curve(s): (B, steps) tensors, or dicts of them."""
+    if isinstance(values, Mapping):
+        return {k: _final_losses(v, j) for k, v in values.items()}
+    try:
+        return float(torch.as_tensor(values)[j].reshape(-1)[-1])
+    except (IndexError, TypeError, ValueError, RuntimeError):
+        return None
+
+
 def _pil(arr: np.ndarray) -> Any:
     from PIL import Image
 
@@ -839,7 +818,7 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
                    loaded: list[tuple[int, np.ndarray, torch.Tensor]],
                    sources: list[ImageSource], resolved_targets: list[int | None],
                    records: list[dict[str, Any] | None], settings: Mapping[str, Any], out: Path,
-                   device: str, progress: bool, report: Callable[[str], None]) -> None:
+                   device: str, seed: int, report: Callable[[str], None]) -> None:
     idx = [i for i, _, _ in loaded]
     x = torch.stack([t for _, _, t in loaded]).to(device)
     try:
@@ -848,7 +827,8 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
         predicted = probs.argmax(1).tolist()
         targets = [t if t is not None else p for t, p in
                    zip((resolved_targets[i] for i in idx), predicted, strict=True)]
-        res = _call_attribute(explainer, x, targets, progress)
+        res = explainer.attribute(x, target=targets, seed=[seed + i for i in idx],
+                                  return_details=True)
     except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
         for i in idx:
             msg = f"{sources[i].label}: explanation failed: {type(exc).__name__}: {_one_line(exc)}"
@@ -891,11 +871,7 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             records[i] = _failed_record(src, msg, settings)
             report(msg)
             continue
-        losses = {}
-        for stage, values in losses_all.items():
-            with contextlib.suppress(Exception):
-                v = values[j]
-                losses[stage] = float(v.reshape(-1)[-1]) if hasattr(v, "reshape") else float(v)
+        losses = {stage: _final_losses(values, j) for stage, values in losses_all.items()}
         rec: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
         rec.update(
             name=src.name, file=src.label, status="ok", error=None, size=list(size),
