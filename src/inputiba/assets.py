@@ -88,10 +88,10 @@ def fetch_package_files(name: str, version: str, sdist: bool = False) -> Path:
 
 def _top(dest: Path) -> Path:
     entries = [p for p in dest.iterdir() if p.name != ".complete"]
-    if len(entries) == 1 and entries[0].is_dir() and not entries[0].name.endswith(".dist-info"):
-        # an sdist unpacks into one folder; a wheel into packages + dist-info
-        if not (entries[0] / "__init__.py").exists():
-            return entries[0]
+    # an sdist unpacks into one folder; a wheel into packages + dist-info
+    if (len(entries) == 1 and entries[0].is_dir() and not entries[0].name.endswith(".dist-info")
+            and not (entries[0] / "__init__.py").exists()):
+        return entries[0]
     return dest
 
 
@@ -135,7 +135,7 @@ def _sklearn_image(filename: str) -> np.ndarray:
     import sklearn.datasets as skds
 
     images = skds.load_sample_images()
-    for fname, img in zip(images.filenames, images.images):
+    for fname, img in zip(images.filenames, images.images, strict=True):
         if fname.endswith(filename):
             return np.asarray(img)
     raise FileNotFoundError(f"{filename} is not among scikit-learn's sample images")

@@ -19,6 +19,8 @@ __all__ = [
     "capacity_to_bits",
     "resize_map",
     "capacity_map",
+    "classification_loss",
+    "target_probability",
 ]
 
 LN2 = math.log(2.0)
@@ -107,11 +109,8 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = gaussian_kernel_1d(sigma, x.dtype).to(x.device)
     pad = (k.numel() - 1) // 2
     n, c, h, w = x.shape
-    if pad >= h or pad >= w:
-        # reflection padding needs pad < size; fall back to replicate for tiny maps
-        mode = "replicate"
-    else:
-        mode = "reflect"
+    # reflection padding needs pad < size; tiny maps fall back to replicate
+    mode = "replicate" if pad >= h or pad >= w else "reflect"
     y = x.reshape(n * c, 1, h, w)
     y = F.pad(y, (pad, pad, pad, pad), mode=mode)
     y = F.conv2d(y, k.view(1, 1, 1, -1))
@@ -150,3 +149,28 @@ def capacity_map(kl_nats: torch.Tensor, size: tuple[int, int] | None = None) -> 
         return bits
     h, w = bits.shape[-2:]
     return resize_map(bits * (h * w) / (size[0] * size[1]), size)
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample classification loss: ``-log p(target)``.
+
+    Softmax heads (K >= 2 logits): ``-log_softmax(logits)[target]``. A single-logit (binary)
+    head: ``-log sigmoid(z)`` for target 1 and ``-log sigmoid(-z)`` for target 0.
+
+    Args:
+        logits: (N, K) model outputs.
+        target: (N,) class indices (long).
+
+    Returns:
+        (N,) losses in nats.
+    """
+    if logits.dim() == 1 or logits.shape[-1] == 1:
+        z = logits.reshape(-1)
+        sign = target.to(z.dtype) * 2 - 1
+        return -F.logsigmoid(sign * z)
+    return -torch.log_softmax(logits, dim=-1).gather(-1, target.view(-1, 1)).squeeze(-1)
+
+
+def target_probability(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N,) probability of ``target`` under softmax (or sigmoid for a single logit)."""
+    return torch.exp(-classification_loss(logits, target))

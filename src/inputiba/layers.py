@@ -209,11 +209,17 @@ class LayerSplit:
                 down.add(n)
         out_node = next(n for n in nodes if n.op == "output")
         tail_nodes = [n for n in nodes if n in down and n is not cut_node and n.op != "output"]
-        # values from the head that the tail uses
+        # values that depend on the input; the rest (parameters, constants) the tail recomputes
+        dynamic: set[fx.Node] = set()
+        for n in nodes:
+            if n.op == "placeholder" or any(a in dynamic for a in n.all_input_nodes):
+                dynamic.add(n)
+        static = [n for n in nodes if n not in dynamic and n.op != "output"]
+        # input-dependent values from the head that the tail uses
         boundary: list[fx.Node] = []
         for n in [*tail_nodes, out_node]:
             for a in n.all_input_nodes:
-                if a not in down and a not in boundary:
+                if a in dynamic and a not in down and a not in boundary:
                     boundary.append(a)
         placeholders = [n for n in nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
@@ -228,17 +234,20 @@ class LayerSplit:
             env[n] = head.node_copy(n, lambda a: env[a])
         head.output((env[cut_node], *[env[b] for b in boundary]))
         self._head = fx.GraphModule(tracer.root, head)
+        self._head.graph.eliminate_dead_code()
+        self._head.recompile()
 
         tail = fx.Graph()
         tenv: dict[fx.Node, fx.Node] = {}
         tenv[cut_node] = tail.placeholder("r")
         for i, b in enumerate(boundary):
             tenv[b] = tail.placeholder(f"ctx_{i}")
-        for n in tail_nodes:
+        for n in [*static, *tail_nodes]:
             tenv[n] = tail.node_copy(n, lambda a: tenv[a])
         tail.output(fx.map_arg(out_node.args[0], lambda a: tenv[a]))
-        tail.eliminate_dead_code()
         self._tail = fx.GraphModule(tracer.root, tail)
+        self._tail.graph.eliminate_dead_code()
+        self._tail.recompile()
 
     def head(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """``R`` and the context the tail needs, for input ``x``."""
@@ -248,23 +257,14 @@ class LayerSplit:
         return layer_output(self.model, self.module, x), (x,)
 
     def tail(self, r: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The model's output with ``R`` set to ``r`` (batch may be a multiple of the context's).
+        """The model's output with ``R`` set to ``r``.
 
-        When ``r`` has ``k`` times the batch size of the context (noise draws), every context
-        tensor is repeated ``k`` times with :func:`torch.repeat_interleave` along dim 0, so
-        ``r`` must be ordered sample-major (all draws of sample 0 first).
+        ``r`` must have the batch size of the :meth:`head` call that made ``context`` (the
+        context may hold batch-dependent values such as a traced ``x.size(0)``): to evaluate
+        several noise draws per sample, call :meth:`head` on the repeated input once.
         """
-        ctx = tuple(_repeat_to(c, r.shape[0]) for c in context)
         if self.traced:
-            return self._tail(r, *ctx)
-        (x,) = ctx
+            return self._tail(r, *context)
+        (x,) = context
         with replace_output(self.module, lambda _orig: r):
             return self.model(x)
-
-
-def _repeat_to(t: Any, n: int) -> Any:
-    if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] == n:
-        return t
-    if n % t.shape[0]:
-        raise ValueError(f"batch {n} is not a multiple of the context batch {t.shape[0]}")
-    return t.repeat_interleave(n // t.shape[0], dim=0)

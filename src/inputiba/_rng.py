@@ -1,0 +1,61 @@
+"""Per-sample random streams: sample ``i`` of a batch draws from its own generator.
+
+With one generator per sample, a sample's noise (and therefore its map) does not depend on
+which other samples share its batch, so a batched run equals running the samples one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["SampleRNG", "sample_seeds"]
+
+
+def sample_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
+    """Seeds per sample: an int gives ``seed + i``; a sequence is used as is; None draws seeds."""
+    if seed is None:
+        return [int(s) for s in torch.randint(0, 2**62, (batch,))]
+    if isinstance(seed, int):
+        return [seed + i for i in range(batch)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch} samples")
+    return seeds
+
+
+class SampleRNG:
+    """A ``torch.Generator`` per sample; every draw returns a (B, *shape) tensor.
+
+    Args:
+        seeds: one seed per sample.
+        device: device of the generators and of the returned tensors.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.stack(
+            [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+    def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.stack(
+            [torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+    def randperm(self, n: int) -> torch.Tensor:
+        return torch.stack(
+            [torch.randperm(n, generator=g, device=self.device) for g in self.generators]
+        )
+
+    def seed_module(self, index: int) -> int:
+        """A seed drawn from sample ``index``'s stream (to initialise its own parameters)."""
+        g = self.generators[index]
+        return int(torch.randint(0, 2**62, (1,), generator=g, device=self.device).item())

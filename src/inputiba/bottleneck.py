@@ -1,0 +1,208 @@
+"""The two bottleneck optimisations: on a hidden layer (stage 1, IBA) and on the input (stage 3).
+
+Both are functions of tensors and a callable that runs the (frozen) network: they own no hooks.
+Every sample of the batch has its own parameters (alpha), its own target and its own random
+stream; the loss is the *sum* of the per-sample losses, so with Adam's element-wise updates the
+samples never influence each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ._rng import SampleRNG
+from .functional import classification_loss, feature_kl, gaussian_smooth, input_prior_kl
+
+__all__ = [
+    "BottleneckResult",
+    "fit_feature_bottleneck",
+    "fit_input_bottleneck",
+]
+
+
+@dataclass
+class BottleneckResult:
+    """What a bottleneck optimisation returns.
+
+    Attributes:
+        lamb: (B, *alpha_shape) final ``sigmoid(alpha)`` (smoothed where smoothing is on).
+        alpha: (B, *alpha_shape) final alpha (unsmoothed logits).
+        kl: (B, *feature_shape) per-element KL of the final bottleneck, in nats.
+        losses: dict with ``"total"``, ``"cls"``, ``"info"``, each (B, steps), per sample.
+    """
+
+    lamb: torch.Tensor
+    alpha: torch.Tensor
+    kl: torch.Tensor
+    losses: dict[str, torch.Tensor]
+
+
+def _smooth(lamb: torch.Tensor, sigma: float) -> torch.Tensor:
+    if not sigma or lamb.dim() != 4:
+        return lamb
+    return gaussian_smooth(lamb, sigma)
+
+
+def _repeat(t: torch.Tensor, draws: int) -> torch.Tensor:
+    """(B, ...) -> (B * draws, ...), sample-major (all draws of sample 0 first)."""
+    return t.repeat_interleave(draws, dim=0)
+
+
+def fit_feature_bottleneck(
+    tail: Callable[[torch.Tensor], torch.Tensor],
+    r: torch.Tensor,
+    target: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    active: torch.Tensor,
+    rng: SampleRNG,
+    *,
+    beta: float = 20.0,
+    steps: int = 10,
+    lr: float = 1.0,
+    draws: int = 10,
+    sigma: float = 0.0,
+    init_alpha: float = 5.0,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
+    progress: bool = False,
+) -> BottleneckResult:
+    """Stage 1: IBA's per-sample bottleneck on the layer activation ``r``.
+
+    ``Z = (lamb * R + (1 - lamb) * eps) * active`` with ``eps ~ N(mean, std^2)``; the loss per
+    sample is ``cls + beta * mean(KL * active)``; Adam on alpha.
+
+    Args:
+        tail: maps Z of shape (B * draws, *F) (sample-major) to logits (B * draws, K).
+        r: (B, *F) the activation at the layer, computed once.
+        target: (B,) target class per sample.
+        mean, std: (*F) layer statistics (std already floored), same device as ``r``.
+        active: (*F) float mask of active elements (1 active, 0 inactive).
+        rng: per-sample random streams (``len(rng) == B``).
+        beta: weight of the information loss.
+        steps, lr: Adam steps and learning rate.
+        draws: noise draws per sample per step (the original's "batch_size").
+        sigma: Gaussian smoothing of lambda in feature cells (images only; 0 = off).
+        init_alpha: initial alpha (lambda = sigmoid(5) ~ 0.993: almost everything passes).
+        loss_fn: per-sample classification loss ``(logits, target) -> (N,)``.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`BottleneckResult`; ``kl`` is the capacity (nats per element) of the final alpha.
+    """
+    b = r.shape[0]
+    r = r.detach()
+    alpha = torch.full_like(r, init_alpha).requires_grad_(True)
+    opt = torch.optim.Adam([alpha], lr=lr)
+    target_rep = _repeat(target, draws)
+    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+    for step in tqdm(range(steps), desc="stage 1: feature bottleneck", disable=not progress,
+                     leave=False):
+        opt.zero_grad(set_to_none=True)
+        lamb = _smooth(torch.sigmoid(alpha), sigma)
+        eps = rng.randn(draws, *r.shape[1:], dtype=r.dtype).to(r.device) * std + mean
+        z = (lamb.unsqueeze(1) * r.unsqueeze(1) + (1 - lamb.unsqueeze(1)) * eps) * active
+        logits = tail(z.flatten(0, 1))
+        cls = loss_fn(logits, target_rep).view(b, draws).mean(1)
+        info = (feature_kl(r, lamb, mean, std) * active).flatten(1).mean(1)
+        loss = cls + beta * info
+        loss.sum().backward()
+        opt.step()
+        hist["total"][:, step] = loss.detach().cpu()
+        hist["cls"][:, step] = cls.detach().cpu()
+        hist["info"][:, step] = info.detach().cpu()
+    with torch.no_grad():
+        lamb = _smooth(torch.sigmoid(alpha), sigma)
+        kl = feature_kl(r, lamb, mean, std) * active
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)
+
+
+def fit_input_bottleneck(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: torch.Tensor,
+    prior_mask: torch.Tensor,
+    rng: SampleRNG,
+    *,
+    mean: torch.Tensor | float = 0.0,
+    std: torch.Tensor | float = 1.0,
+    alpha_shape: tuple[int, ...] | None = None,
+    beta: float = 20.0,
+    steps: int = 60,
+    lr: float = 1.0,
+    draws: int = 10,
+    sigma: float = 1.0,
+    init_alpha: float = 5.0,
+    valid: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
+    progress: bool = False,
+) -> BottleneckResult:
+    """Stage 3: the bottleneck on the input with the GAN mask as prior (InputIBA).
+
+    ``Z = lamb * x + (1 - lamb) * eps``, ``eps ~ N(mean, std^2)``; the information loss is the KL
+    from the prior ``Q`` of :func:`inputiba.functional.input_prior_kl` with ``m = prior_mask``.
+
+    Args:
+        forward: maps inputs (B * draws, *I) (sample-major) to logits (B * draws, K).
+        x: (B, *I) the inputs (normalised images, or token embeddings (B, T, E)).
+        target: (B,) target per sample.
+        prior_mask: the GAN mask ``m`` in [0, 1], broadcastable to ``x``.
+        rng: per-sample random streams.
+        mean, std: the input noise distribution, broadcastable to ``x``'s sample shape.
+        alpha_shape: per-sample shape of alpha, broadcastable to ``x``'s sample shape (default:
+            the sample shape; ``(1, H, W)`` shares lambda across channels, ``(T, 1)`` across
+            embedding dims).
+        beta, steps, lr, draws, sigma, init_alpha: as in :func:`fit_feature_bottleneck`;
+            ``sigma`` smooths lambda spatially (images), 0 for tokens.
+        valid: optional (B, *alpha_shape) mask of elements that exist (padding = 0); invalid
+            elements always pass unchanged and cost nothing.
+        loss_fn: per-sample classification loss.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`BottleneckResult` with ``lamb`` the final smoothed lambda and ``alpha`` its logits.
+    """
+    b = x.shape[0]
+    x = x.detach()
+    shape = tuple(alpha_shape) if alpha_shape is not None else tuple(x.shape[1:])
+    alpha = torch.full((b, *shape), init_alpha, dtype=x.dtype, device=x.device)
+    alpha.requires_grad_(True)
+    opt = torch.optim.Adam([alpha], lr=lr)
+    target_rep = _repeat(target, draws)
+    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+
+    w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
+
+    def info_of(kl: torch.Tensor) -> torch.Tensor:
+        if w is None:
+            return kl.flatten(1).mean(1)
+        wk = w.expand_as(kl)
+        return (kl * wk).flatten(1).sum(1) / wk.flatten(1).sum(1).clamp_min(1)
+
+    for step in tqdm(range(steps), desc="stage 3: input bottleneck", disable=not progress,
+                     leave=False):
+        opt.zero_grad(set_to_none=True)
+        lamb = _smooth(torch.sigmoid(alpha), sigma)
+        # padding (valid == 0) passes unchanged and costs nothing
+        lamb_z = lamb if w is None else torch.where(w.bool(), lamb, torch.ones_like(lamb))
+        eps = rng.randn(draws, *x.shape[1:], dtype=x.dtype).to(x.device) * std + mean
+        z = lamb_z.unsqueeze(1) * x.unsqueeze(1) + (1 - lamb_z.unsqueeze(1)) * eps
+        logits = forward(z.flatten(0, 1))
+        cls = loss_fn(logits, target_rep).view(b, draws).mean(1)
+        info = info_of(input_prior_kl(x, lamb, prior_mask, mean, std))
+        loss = cls + beta * info
+        loss.sum().backward()
+        opt.step()
+        hist["total"][:, step] = loss.detach().cpu()
+        hist["cls"][:, step] = cls.detach().cpu()
+        hist["info"][:, step] = info.detach().cpu()
+    with torch.no_grad():
+        lamb = _smooth(torch.sigmoid(alpha), sigma)
+        kl = input_prior_kl(x, lamb, prior_mask, mean, std)
+        if w is not None:
+            kl = kl * w.expand_as(kl)
+            lamb = lamb * w
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)

