@@ -333,12 +333,12 @@ def _keeps_geometry(preprocess: Callable[[Any], torch.Tensor], size: tuple[int, 
     per-channel affine normalisation), checked with constant and ramp images."""
     h, w = size
     try:
-        lo = preprocess(_pil(np.zeros((h, w, 3), dtype=np.uint8))).float()
-        hi = preprocess(_pil(np.full((h, w, 3), 255, dtype=np.uint8))).float()
+        lo = _prepare(preprocess, np.zeros((h, w, 3), dtype=np.uint8), size).float()
+        hi = _prepare(preprocess, np.full((h, w, 3), 255, dtype=np.uint8), size).float()
         ramp = np.zeros((h, w, 3), dtype=np.uint8)
         ramp[..., 0] = np.linspace(0, 255, w).round().astype(np.uint8)[None, :]
         ramp[..., 1] = np.linspace(0, 255, h).round().astype(np.uint8)[:, None]
-        got = preprocess(_pil(ramp)).float()
+        got = _prepare(preprocess, ramp, size).float()
     except Exception:  # noqa: BLE001 - cannot tell; do not warn
         return True
     if got.shape != lo.shape or got.shape[0] < 2 or tuple(got.shape[1:]) != (h, w):
@@ -406,13 +406,22 @@ def resolve_target(target: int | str | None, class_names: Sequence[str] | None,
 # estimation sources
 
 
+def _prepare(preprocess: Callable[[Any], torch.Tensor], image: np.ndarray,
+             size: tuple[int, int]) -> torch.Tensor:
+    """``preprocess`` applied to the image resized (whole, no crop) to the model's input size."""
+    with warnings.catch_warnings():
+        # PIL -> numpy -> torch.from_numpy inside preprocessors warns that PIL's buffer is
+        # read-only; the tensor is never written to, so this is noise for the user.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return preprocess(_pil(_resize_rgb(image, size)))
+
+
 def _to_batches(images: Iterator[np.ndarray], preprocess: Callable[[Any], torch.Tensor],
                 size: tuple[int, int], batch_size: int) -> Iterator[torch.Tensor]:
-    from PIL import Image
 
     buf: list[torch.Tensor] = []
     for img in images:
-        buf.append(preprocess(Image.fromarray(_resize_rgb(img, size))))
+        buf.append(_prepare(preprocess, img, size))
         if len(buf) == batch_size:
             yield torch.stack(buf)
             buf = []
@@ -770,7 +779,7 @@ def explain_images(
             src = sources[i]
             try:
                 img = src.load()
-                x_i = rm.preprocess(_pil(_resize_rgb(img, rm.input_size)))
+                x_i = _prepare(rm.preprocess, img, rm.input_size)
                 loaded.append((i, img, x_i))
             except (ImageReadError, ValueError, OSError) as exc:
                 msg = str(exc) if isinstance(exc, ImageReadError) else \
