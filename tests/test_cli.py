@@ -219,7 +219,6 @@ def _one_error_line(err: str, *words: str) -> str:
         (["--target", "1000"], ["Target class 1000", "out of range", "1000 classes"]),
         (["--target", "-3"], ["Target class -3", "out of range"]),
         (["--target", "tabby kat"], ["Unknown class name 'tabby kat'", "tabby"]),
-        (["--target", "zebrafish sandwich"], ["Unknown class name 'zebrafish sandwich'"]),
         (["--layer", "_blocks.99"], ["Layer '_blocks.99' not found", "_blocks.9"]),
     ],
 )
@@ -231,6 +230,38 @@ def test_run_level_errors(capsys, good_out, photos, extra, words):
     assert rc != 0
     _one_error_line(err, *words)
     _assert_intact(good_out, before)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--model", "resnet5000"], ["Unknown model 'resnet5000'", "resnet50"]),
+        (["--model", "no_such_module_xyz:build"], ["no_such_module_xyz"]),
+        (["--model", TINY, "--layer", "3", "--target", "5"], ["Target class 5", "5 classes"]),
+        (["--model", TINY, "--layer", "3", "--target", "cat"], ["Unknown class name 'cat'"]),
+        (["--model", TINY], ["No default layer", "--layer"]),
+        (["--model", TINY, "--layer", "3", "--estimation", "/no/such/folder"],
+         ["/no/such/folder", "does not exist"]),
+        (["--model", TINY, "--layer", "3", "--device", "cuda:7"] if not
+         torch.cuda.is_available() else ["--device", "nonsense"], ["evice"]),
+    ],
+)
+def test_run_level_errors_small_model(capsys, good_out, photos, extra, words):
+    before = _snapshot(good_out)
+    folder, _ = photos
+    rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", *extra)
+    assert rc != 0
+    _one_error_line(err, *words)
+    _assert_intact(good_out, before)
+
+
+def test_traceback_on_request(good_out, photos):
+    from inputiba.explain import ExplainError
+
+    folder, _ = photos
+    with pytest.raises(ExplainError, match="out of range"):
+        main(["--traceback", "explain", str(folder / "chelsea.jpg"), "-o", str(good_out),
+              "--model", TINY, "--layer", "3", "--target", "9"])
 
 
 def test_weights_that_do_not_fit(capsys, good_out, photos, tmp_path):

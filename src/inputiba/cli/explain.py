@@ -81,9 +81,10 @@ def register(subparsers: Any) -> None:
                                          "default: the model's usual one, e.g. _blocks.5)")
     p.add_argument("-t", "--target", metavar="CLASS",
                    help="class index or class name to explain (default: the predicted class)")
-    p.add_argument("-e", "--estimation", metavar="PATH",
-                   help="folder of images to estimate the layer statistics from, or a saved "
-                        "statistics file (default: a built-in stand-in, with a warning)")
+    p.add_argument("-e", "--estimation", "--statistics", dest="estimation", metavar="PATH",
+                   help="folder of images to estimate the layer statistics from (cached), or a "
+                        "statistics file saved by LayerStatistics.save (default: a built-in "
+                        "stand-in of random crops of the built-in photos, with a warning)")
     p.add_argument("--estimation-samples", type=_positive_int, metavar="N",
                    help="use at most N estimation images (default: all; 256 for the stand-in)")
     p.add_argument("-p", "--preset", default="fast", choices=("fast", "paper"),
