@@ -318,6 +318,26 @@ def test_bad_files_are_recorded_and_good_outputs_kept(capsys, good_out, tmp_path
     assert (good_out / "index.html").read_text().count('class="failed"') == len(cases)
 
 
+def test_only_missing_inputs_fail_fast(capsys, tmp_path):
+    out = tmp_path / "out"
+    rc, err = _explain(capsys, tmp_path / "nope.jpg", tmp_path / "nope-dir", "-o", out, "-q")
+    assert rc == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("inputiba: skipped")]
+    assert len(lines) == 2 and "nope.jpg" in lines[0] and "nope-dir" in lines[1]
+    records = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in records] == ["failed", "failed"]
+
+
+def test_output_folder_never_overwrites_inputs(capsys, photos):
+    folder, _ = photos
+    before = (folder / "coffee.png").read_bytes()
+    rc, err = _explain(capsys, folder / "coffee.png", "-o", folder, "-q")
+    assert rc != 0
+    _one_error_line(err, "would overwrite the input image", "coffee.png")
+    assert (folder / "coffee.png").read_bytes() == before
+    assert not (folder / "coffee.npy").exists()
+
+
 def test_mixed_run_completes_the_good_images(capsys, cache, photos, tmp_path):
     """Tiny CNN: a bad file in the middle of a batch costs only itself."""
     folder, sizes = photos

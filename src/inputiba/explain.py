@@ -79,6 +79,9 @@ RECORD_KEYS = (
 
 DEFAULT_OUT_DIR = "inputiba-out"
 
+#: The files written per image, after its stem (``results.json``/``index.html`` are per run).
+_OUTPUT_SUFFIXES = (".npy", ".png", ".feature.npy", ".gan.npy")
+
 #: Samples drawn from the built-in stand-in estimation set (random crops/flips of the photos).
 STANDIN_SAMPLES = 256
 
@@ -722,6 +725,38 @@ def explain_images(
     else:
         targets_in = [target] * len(sources)
 
+    out = Path(out_dir)
+    for src in sources:
+        if src.path is not None and src.error is None and src.path.is_file():
+            for suffix in _OUTPUT_SUFFIXES:
+                if (out / f"{src.name}{suffix}").resolve() == src.path.resolve():
+                    raise ExplainError(
+                        f"Output folder {out} would overwrite the input image {src.path}; "
+                        "choose another output folder (--out DIR)"
+                    )
+
+    def report(msg: str) -> None:
+        if progress:
+            tqdm.write(f"inputiba: {msg}", file=sys.stderr)
+        else:
+            print(f"inputiba: {msg}", file=sys.stderr)
+
+    records: list[dict[str, Any] | None] = [None] * len(sources)
+    if all(src.error is not None for src in sources):
+        # nothing to explain (missing paths, empty folders): say so without loading a model
+        settings0 = {"model": model if isinstance(model, str) else type(model).__name__,
+                     "inputiba": __version__}
+        for i, src in enumerate(sources):
+            records[i] = _failed_record(src, str(src.error), settings0)
+            report(f"skipped {src.error}")
+        done = [r for r in records if r is not None]
+        out.mkdir(parents=True, exist_ok=True)
+        _write_index(out, done, "nothing explained")
+        if progress:
+            print(f"inputiba: explained 0 of {len(done)} images -> {out / 'index.html'}",
+                  file=sys.stderr)
+        return done
+
     device = str(device or _default_device())
     try:
         torch.device(device)
@@ -754,7 +789,6 @@ def explain_images(
                                            device, seed, progress)
     explainer.statistics = stats
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "model": rm.name, "weights": None if weights is None else str(weights), "layer": layer,
@@ -763,13 +797,6 @@ def explain_images(
         "inputiba": __version__,
     }
     subtitle = f"model {rm.name}, layer {layer}, preset {preset}"
-    records: list[dict[str, Any] | None] = [None] * len(sources)
-
-    def report(msg: str) -> None:
-        if progress:
-            tqdm.write(f"inputiba: {msg}", file=sys.stderr)
-        else:
-            print(f"inputiba: {msg}", file=sys.stderr)
 
     bar = tqdm(total=len(sources), desc="explain", unit="image", disable=not progress)
     for start in range(0, len(sources), batch_size):
