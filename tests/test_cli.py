@@ -150,6 +150,10 @@ def test_results_json_schema(good_run):
             assert loss["cls"] >= 0 and loss["info"] >= 0
         for key in ("map", "overlay", "feature", "gan"):
             assert (out / rec["outputs"][key]).is_file()
+        gan = np.load(out / rec["outputs"]["gan"])
+        assert rec["gan_range"] == pytest.approx([gan.min(), gan.max()])
+        feat = np.load(out / rec["outputs"]["feature"])
+        assert rec["feature_max_bits"] == pytest.approx(float(feat.max()))
     by_name = {r["name"]: r for r in records}
     assert by_name["chelsea"]["target"]["index"] in CAT_CLASSES
 

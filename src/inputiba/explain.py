@@ -74,7 +74,7 @@ __all__ = [
 #: Keys of every record in ``results.json`` (failed records have ``None`` where nothing is known).
 RECORD_KEYS = (
     "name", "file", "status", "error", "size", "target", "probability", "predicted", "method",
-    "settings", "seconds", "losses", "outputs", "feature_max_bits",
+    "settings", "seconds", "losses", "outputs", "feature_max_bits", "gan_range",
 )
 
 DEFAULT_OUT_DIR = "inputiba-out"
@@ -700,7 +700,8 @@ def explain_images(
             folder, :data:`STANDIN_SAMPLES` for the stand-in).
         preprocess: overrides the model's preprocessing (PIL image -> (C, H, W) tensor).
         class_names: overrides the class names.
-        progress: progress bars, per-image problems and the final summary on stderr.
+        progress: progress bars (per image and per stage) and a one-line summary on stderr.
+            Skipped inputs are reported on stderr either way.
 
     Returns:
         This run's records (as written to ``results.json``), one per input, in input order;
@@ -919,5 +920,6 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             seconds={**seconds, "write": round(time.perf_counter() - t0, 3)},
             losses=losses, outputs=outputs,
             feature_max_bits=None if feature is None else float(feature.max()),
+            gan_range=None if gan is None else [float(gan.min()), float(gan.max())],
         )
         records[i] = rec

@@ -52,15 +52,16 @@ def write_thumbnails(
         out_dir: the run's output folder.
         name: the image's output stem.
         image: H x W x 3 ``uint8``.
-        feature_map: H x W stage-1 capacity in bits (drawn relative to its maximum), or None.
-        gan_mask: H x W in [0, 1], or None.
+        feature_map: H x W stage-1 capacity in bits (drawn from 0 to its maximum), or None.
+        gan_mask: H x W in [0, 1] (drawn from its minimum to its maximum: the mask often
+            stays close to a constant), or None.
         attribution: H x W in [0, 1].
         max_side: the thumbnails' longer side in pixels.
     """
     pictures = {
         "image": image,
         "feature": None if feature_map is None else colorize(feature_map, vmax=None),
-        "gan": None if gan_mask is None else colorize(gan_mask, vmax=1.0),
+        "gan": None if gan_mask is None else colorize(gan_mask, vmax=None, vmin=None),
         "inputiba": blend(image, attribution, alpha=0.55),
     }
     for kind, picture in pictures.items():
@@ -122,6 +123,10 @@ def _row(out_dir: Path, rec: Mapping[str, Any]) -> str:
     )
     if isinstance(feature_max, (int, float)):
         info += f'<div class="small">stage-1 max {feature_max:.2f} bits</div>'
+    gan_range = rec.get("gan_range")
+    if isinstance(gan_range, (list, tuple)) and len(gan_range) == 2:
+        info += (f'<div class="small">GAN mask {_fmt(gan_range[0], ".2f")} to '
+                 f'{_fmt(gan_range[1], ".2f")}</div>')
     cells = [f'<td class="info">{info}</td>']
     for kind, title in THUMB_KINDS:
         uri = _data_uri(thumb_path(out_dir, name, kind))

@@ -17,26 +17,30 @@ from .io import as_rgb_array, atomic_write
 __all__ = ["colorize", "blend", "overlay_figure", "save_overlay", "thumbnail"]
 
 
-def _normalise(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
+def _normalise(values: np.ndarray, vmax: float | None = None, vmin: float | None = 0.0
+               ) -> np.ndarray:
     v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     top = float(v.max()) if vmax is None else float(vmax)
-    return np.clip(v / top, 0.0, 1.0) if top > 0 else np.zeros_like(v)
+    low = float(v.min()) if vmin is None else float(vmin)
+    return np.clip((v - low) / (top - low), 0.0, 1.0) if top > low else np.zeros_like(v)
 
 
-def colorize(values: np.ndarray, cmap: str = "jet", vmax: float | None = 1.0) -> np.ndarray:
+def colorize(values: np.ndarray, cmap: str = "jet", vmax: float | None = 1.0,
+             vmin: float | None = 0.0) -> np.ndarray:
     """Colour-map a 2-D map.
 
     Args:
-        values: H x W (or 1 x H x W) map, non-negative.
+        values: H x W (or 1 x H x W) map.
         cmap: a matplotlib colour map name.
         vmax: the value drawn with the top colour (``None``: the map's maximum).
+        vmin: the value drawn with the bottom colour (``None``: the map's minimum).
 
     Returns:
         H x W x 3 ``uint8``.
     """
     from matplotlib import colormaps
 
-    v = _normalise(np.squeeze(values), vmax)
+    v = _normalise(np.squeeze(values), vmax, vmin)
     return (colormaps[cmap](v)[..., :3] * 255).round().astype(np.uint8)
 
 
