@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -137,6 +136,9 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the steps to run (times are scaled back)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reference", action="store_true", help="compare AUCs with the original's maps")
+    p.add_argument("--largest-batch", action="store_true",
+                   help="after the listed sizes, keep doubling the batch until it no longer fits "
+                        "(for CUDA: images per second at the largest batch that fits)")
     p.add_argument("--auc-step", type=float, default=0.01)
     p.add_argument("--single", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,7 +151,9 @@ def main() -> None:
     print(f"{'model':7s} {'B':>3s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
           f"{'total s/img':>12s} {'img/s':>7s} {'peak GiB':>9s}")
     for m in args.models:
-        for b in args.batch_sizes:
+        sizes = list(args.batch_sizes)
+        while sizes:
+            b = sizes.pop(0)
             cmd = [sys.executable, __file__, "--single", m, str(b), "--preset", args.preset,
                    "--scale", str(args.scale), "--device", args.device]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -157,14 +161,14 @@ def main() -> None:
             if line is None:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(f"{m:7s} {b:3d}  failed: {err}")
-                continue
+                break
             r = json.loads(line[7:])
             s = r["per_image"]
             tag = " (extrapolated)" if args.scale < 1 else ""
             print(f"{m:7s} {b:3d} {s['feature']:13.2f} {s['gan']:13.2f} {s['input']:13.2f} "
                   f"{r['total_per_image']:12.2f} {1 / r['total_per_image']:7.3f} {r['peak_gib']:9.2f}{tag}")
-            if math.isnan(r["total_per_image"]):
-                break
+            if args.largest_batch and not sizes:
+                sizes.append(b * 2)
     if args.reference:
         reference_comparison(args.preset, args.auc_step)
 
