@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("evaluate", "compare")
+SUBCOMMANDS: tuple[str, ...] = ("explain", "evaluate", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
