@@ -121,7 +121,7 @@ class ImageCritic(nn.Module):
         b, n = feats.shape[:2]
         x = feats.transpose(0, 1).reshape(n, b * feats.shape[2], *feats.shape[3:])
         x = self.convs(x)  # (N, B * c3, h, w)
-        x = x.view(n, b, self.flat).transpose(0, 1)  # (B, N, flat)
+        x = x.reshape(n, b, self.flat).transpose(0, 1)  # (B, N, flat); reshape: channels-last input
         x = self.act(self.fc1(x))
         x = self.act(self.fc2(x))
         return self.fc3(x).squeeze(-1)
