@@ -233,7 +233,9 @@ def test_corrupt_image_is_recorded_and_the_rest_completes(data, tmp_path):
         Image.fromarray(img).resize((40, 40)).save(folder / f"p{j}.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
-    summary = explain_dataset(folder, out_dir=out, **_kwargs(est, layout="class"))
+    # also the reduced-precision, channels-last path of a run (bf16 autocast on the CPU)
+    fast = {"layout": "class", "precision": "bf16", "channels_last": True}
+    summary = explain_dataset(folder, out_dir=out, **_kwargs(est, **fast))
     assert (summary.done, summary.failed, summary.total) == (3, 1, 4)
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert [f["item"] for f in failures] == ["broken.jpg"]
@@ -244,8 +246,11 @@ def test_corrupt_image_is_recorded_and_the_rest_completes(data, tmp_path):
     assert [r["status"] for r in results] == ["failed", "ok", "ok", "ok"]
     # targets: a plain folder has no classes, so each image's predicted class
     assert all(r["target"]["index"] == r["predicted"]["index"] for r in results[1:])
+    assert results[1]["settings"]["precision"] == "bf16"
+    assert all(0 <= np.load(out / f"p{j}.npy").min() <= np.load(out / f"p{j}.npy").max() <= 1
+               for j in range(3))
     # a rerun retries the failed item only; it fails again, the rest is skipped
-    again = explain_dataset(folder, out_dir=out, **_kwargs(est, layout="class"))
+    again = explain_dataset(folder, out_dir=out, **_kwargs(est, **fast))
     assert (again.done, again.skipped, again.failed) == (0, 3, 1)
     assert len((out / "failures.jsonl").read_text().splitlines()) == 1
 
@@ -290,9 +295,10 @@ def test_two_process_torchrun_covers_every_item_once(data, reference, tmp_path):
 
 
 def test_mixed_precision_maps_within_tolerance(digits_model, digits_stats, digits):
-    """Autocast maps stay within 0.05 mean absolute difference (maps in [0, 1]) and keep their
-    ranking (Spearman > 0.9) of full precision. Runs fp16 on CUDA when present, else bfloat16
-    on the CPU (CUDA is absent in this suite's usual environment)."""
+    """Autocast maps stay within the stated tolerance of full precision: mean absolute
+    difference < 0.01 and largest < 0.25 (maps in [0, 1]), pixel ranking kept (Spearman > 0.98
+    per map). Runs fp16 on CUDA when present, else bfloat16 on the CPU (CUDA is absent in this
+    suite's usual environment; there bf16 measured mean 0.002, max 0.07, Spearman 0.998)."""
     from scipy.stats import spearmanr
 
     from inputiba import InputIBA
@@ -309,8 +315,8 @@ def test_mixed_precision_maps_within_tolerance(digits_model, digits_stats, digit
     assert low.attribution.dtype == torch.float32
     a, b = full.attribution.float().cpu(), low.attribution.float().cpu()
     assert not torch.equal(a, b)  # the low-precision path really ran
-    assert (a - b).abs().mean() < 0.05
+    assert (a - b).abs().mean() < 0.01 and (a - b).abs().max() < 0.25
     for i in range(a.shape[0]):
         rho = spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy())[0]
-        assert rho > 0.9, (i, rho)
+        assert rho > 0.98, (i, rho)
     model.cpu()
