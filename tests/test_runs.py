@@ -26,7 +26,7 @@ from inputiba.assets import builtin_photos
 from inputiba.cli import main
 from inputiba.datasets import list_dataset, split_dataset
 from inputiba.explain import ExplainError
-from inputiba.runs import autocast_explainer, explain_dataset
+from inputiba.runs import accelerated, explain_dataset
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(inputiba.__file__).resolve().parents[1]
@@ -310,7 +310,7 @@ def test_mixed_precision_maps_within_tolerance(digits_model, digits_stats, digit
     ex = InputIBA(model, "features.4", digits_stats, preset="fast", input_steps=10,
                   gan_epochs=1)
     full = ex.attribute(x, target=digits[3][:4].tolist(), seed=0, return_details=True)
-    with autocast_explainer(ex, precision, device):
+    with accelerated(ex, precision, device):
         low = ex.attribute(x, target=digits[3][:4].tolist(), seed=0, return_details=True)
     assert low.attribution.dtype == torch.float32
     a, b = full.attribution.float().cpu(), low.attribution.float().cpu()

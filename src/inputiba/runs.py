@@ -22,7 +22,7 @@ resolution, statistics and per-batch writer), and adds:
   ``results.json`` (dataset order), ``failures.jsonl`` and ``index.html`` at the end.
 * **Speed**: ``batch_size`` images are explained together (the core's ``max_batch`` setting
   bounds the images per forward pass, hence memory); optional mixed precision
-  (:func:`autocast_explainer`: ``torch.autocast`` over the network's forward passes while the
+  (:func:`accelerated`: ``torch.autocast`` over the network's forward passes while the
   optimised parameters stay float32) and channels-last weights.
 
 Each item's random seed is ``seed + item.index`` (its position in the full dataset listing), so
@@ -71,7 +71,7 @@ __all__ = [
     "explain_dataset",
     "DatasetRunSummary",
     "DistributedContext",
-    "autocast_explainer",
+    "accelerated",
     "PRECISIONS",
     "RUN_KEYS",
 ]
@@ -181,41 +181,48 @@ class DistributedContext:
 
 
 @contextlib.contextmanager
-def autocast_explainer(explainer: Any, precision: str = "fp32",
-                       device: str | torch.device = "cpu") -> Iterator[None]:
-    """Run the explainer's network in reduced precision while its parameters stay float32.
+def accelerated(explainer: Any, precision: str = "fp32", device: str | torch.device = "cpu",
+                channels_last: bool = False) -> Iterator[None]:
+    """Run the explainer's network in reduced precision and/or channels-last memory format,
+    while everything InputIBA optimises stays float32.
 
     ``torch.autocast`` covers the forward passes; a hook turns the bottleneck layer's output
-    back to float32, so stage 1's alpha, stage 2's features and every loss are float32 and
-    only the network's own layers run in ``bfloat16`` / ``float16``.
+    back into a float32, contiguous (NCHW) tensor, so stage 1's alpha, the features stage 2's
+    critic sees and every loss are float32, and only the network's own layers run in
+    ``bfloat16`` / ``float16`` and/or channels-last. The model's weights are converted to
+    channels-last for the duration and back afterwards.
 
     Args:
         explainer: an :class:`inputiba.InputIBA` (``.module`` is the bottleneck layer).
-        precision: a key of :data:`PRECISIONS`; ``"fp32"`` does nothing.
+        precision: a key of :data:`PRECISIONS` (``"fp32"``: no autocast).
         device: where the model runs (autocast's device type).
+        channels_last: channels-last weights (faster convolutions on recent GPUs).
     """
     if precision not in PRECISIONS:
         raise ExplainError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     dtype = PRECISIONS[precision]
-    if dtype is None:
+    if dtype is None and not channels_last:
         yield
         return
-    device_type = torch.device(device).type
 
     def to_float(_m: nn.Module, _i: Any, out: Any) -> Any:
         if isinstance(out, torch.Tensor) and out.is_floating_point():
-            return out.float()
+            return out.float().contiguous()
         return out
 
     handle = explainer.module.register_forward_hook(to_float)
-    # the hooks of layer_output (stage 2) must see the float32 output: run this one first
-    hooks = explainer.module._forward_hooks
-    hooks.move_to_end(handle.id, last=False)
+    # the hooks of layer_output (stage 2) must see the converted output: run this one first
+    explainer.module._forward_hooks.move_to_end(handle.id, last=False)
+    if channels_last:
+        explainer.model.to(memory_format=torch.channels_last)
     try:
-        with torch.autocast(device_type, dtype=dtype):
+        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
             yield
     finally:
         handle.remove()
+        if channels_last:
+            explainer.model.to(memory_format=torch.contiguous_format)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +346,7 @@ def explain_dataset(
         out_dir: the output folder (see the module docstring for its files).
         layout: ``"flat"`` (outputs ``<out>/<class>__<stem>.npy``...) or ``"class"``
             (``<out>/<class>/<stem>.npy``...).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:func:`autocast_explainer`).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`accelerated`).
         channels_last: channels-last weights (faster convolutions on recent GPUs).
         gallery: write ``index.html`` with thumbnails at the end (rank 0).
         progress: a progress bar (rank 0) and a summary line on stderr.
@@ -410,9 +417,6 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
         get_layer(rm.model, layer)
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
-    if channels_last:
-        rm.model.to(memory_format=torch.channels_last)
-
     # targets per item
     fixed = None
     if targets not in ("auto", "folder", "predicted"):
@@ -516,7 +520,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
                     records[it.index] = _failed_record(src, msg, settings)
                     report(f"skipped {msg}")
             if loaded:
-                with autocast_explainer(explainer, precision, dev):
+                with accelerated(explainer, precision, dev, channels_last):
                     _explain_chunk(explainer, rm, loaded, sources, target_of, records, settings,
                                    out, dev, seed, report)
             explain_seconds += time.perf_counter() - t0
