@@ -479,7 +479,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
         "model": rm.name, "weights": run_settings["weights"], "layer": layer, "preset": preset,
         "options": options, "batch_size": batch_size, "device": dev, "seed": seed,
         "input_size": list(rm.input_size), "statistics": stats_info, "precision": precision,
-        "channels_last": channels_last, "inputiba": __version__,
+        "channels_last": channels_last, "method": "inputiba", "inputiba": __version__,
     }
 
     # what earlier runs completed (any rank, any world size)
