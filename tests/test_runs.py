@@ -92,7 +92,7 @@ def reference(data, tmp_path_factory):
     """An uninterrupted one-process run over the whole dataset."""
     ds, est, _ = data
     out = tmp_path_factory.mktemp("reference")
-    summary = explain_dataset(ds, out_dir=out, **_kwargs(est, gallery=True))
+    summary = explain_dataset(ds, out_dir=out, **_kwargs(est, gallery=True, gallery_limit=4))
     return out, summary
 
 
@@ -174,7 +174,9 @@ def test_reference_run_outputs(data, reference):
     assert [r["target"]["index"] for r in results] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert all(r["status"] == "ok" for r in results)
     assert len(_maps(out)) == 9 * 3  # map, feature, gan per item
-    assert (out / "statistics.pt").is_file() and (out / "index.html").is_file()
+    assert (out / "statistics.pt").is_file()
+    page = (out / "index.html").read_text()  # at most gallery_limit images, said so
+    assert "showing 4 of 9 images" in page and page.count("<img ") == 4 * 4
     assert (out / "failures.jsonl").read_text() == ""
 
 

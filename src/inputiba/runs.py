@@ -323,6 +323,7 @@ def explain_dataset(
     precision: str = "fp32",
     channels_last: bool = False,
     gallery: bool = True,
+    gallery_limit: int | None = 200,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
     class_names: Sequence[str] | None = None,
     progress: bool = True,
@@ -349,6 +350,9 @@ def explain_dataset(
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`accelerated`).
         channels_last: channels-last weights (faster convolutions on recent GPUs).
         gallery: write ``index.html`` with thumbnails at the end (rank 0).
+        gallery_limit: the gallery shows every failed item and at most this many explained ones
+            (its thumbnails are embedded in the page; ``None``: all). ``results.json`` always
+            lists every item.
         progress: a progress bar (rank 0) and a summary line on stderr.
 
     Returns:
@@ -384,7 +388,8 @@ def explain_dataset(
                     estimation_samples=estimation_samples, preset=preset,
                     options=dict(options or {}), batch_size=batch_size, device=device,
                     seed=seed, out=Path(out_dir), layout=layout, precision=precision,
-                    channels_last=channels_last, gallery=gallery, preprocess=preprocess,
+                    channels_last=channels_last, gallery=gallery and gallery_limit != 0,
+                    gallery_limit=gallery_limit, preprocess=preprocess,
                     class_names=class_names, progress=progress)
     finally:
         ctx.close()
@@ -394,7 +399,8 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
          t_start: float, *, model: Any, weights: Any, layer: str | None, targets: Any,
          estimation: Any, statistics: Any, estimation_samples: int | None, preset: str,
          options: dict[str, Any], batch_size: int, device: str | None, seed: int, out: Path,
-         layout: str, precision: str, channels_last: bool, gallery: bool, preprocess: Any,
+         layout: str, precision: str, channels_last: bool, gallery: bool,
+         gallery_limit: int | None, preprocess: Any,
          class_names: Any, progress: bool) -> DatasetRunSummary:
     main_rank = ctx.rank == 0
     show = progress and main_rank
@@ -544,7 +550,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
                          "seconds": explain_seconds})
     ctx.barrier()
     if main_rank:
-        _merge(out, items, gallery, f"model {rm.name}, layer {layer}, preset {preset}")
+        _merge(out, items, gallery, gallery_limit, f"model {rm.name}, layer {layer}, preset {preset}")
     ctx.barrier()
     if main_rank:
         total_done = sum(c["done"] for c in counts)
@@ -567,7 +573,8 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     return summary
 
 
-def _merge(out: Path, items: list[DatasetItem], gallery: bool, subtitle: str) -> None:
+def _merge(out: Path, items: list[DatasetItem], gallery: bool, gallery_limit: int | None,
+           subtitle: str) -> None:
     """results.json (dataset order, latest record per item, ``ok`` preferred) and
     failures.jsonl (items still failed) from every rank's records."""
     latest: dict[str, dict[str, Any]] = {}
@@ -584,4 +591,14 @@ def _merge(out: Path, items: list[DatasetItem], gallery: bool, subtitle: str) ->
     save_text(out / "failures.jsonl",
               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in still))
     if gallery:
-        write_gallery(out, ordered, subtitle=subtitle)
+        shown, n_ok = [], 0
+        for r in ordered:
+            if r.get("status") != "ok":
+                shown.append(r)
+            elif gallery_limit is None or n_ok < gallery_limit:
+                shown.append(r)
+                n_ok += 1
+        if len(shown) < len(ordered):
+            subtitle += (f"; showing {len(shown)} of {len(ordered)} images (all failed ones), "
+                         "every image is in results.json")
+        write_gallery(out, shown, subtitle=subtitle)

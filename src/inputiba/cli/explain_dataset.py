@@ -79,6 +79,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--layout", default="flat", choices=("flat", "class"),
                    help="outputs in one folder, or one folder per class (default: %(default)s)")
     p.add_argument("--no-gallery", action="store_true", help="skip index.html at the end")
+    p.add_argument("--gallery-limit", type=int, default=200, metavar="N",
+                   help="index.html shows failed items and at most N explained ones "
+                        "(default: %(default)s; results.json has all)")
     p.add_argument("--device", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK); default: cuda "
                                     "when available")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i (default: 0)")
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             options=dict(args.options), batch_size=args.batch_size, device=args.device,
             seed=args.seed, out_dir=args.out, layout=args.layout, precision=args.precision,
             channels_last=args.channels_last, gallery=not args.no_gallery,
+            gallery_limit=args.gallery_limit,
             progress=not args.quiet,
         )
     return 0 if summary.failed == 0 else 1
