@@ -692,7 +692,15 @@ class TextInputIBA:
 
 @dataclass
 class TokenAttribution:
-    """One explained text: its tokens, their scores, the prediction and the explained class."""
+    """One explained text.
+
+    Attributes:
+        text: the text. tokens: its tokens. scores: one InputIBA score in [0, 1] per token.
+        label, probability: the predicted class name and its probability.
+        target, target_label, target_probability: the explained class (the predicted one
+            unless a target was given) and its probability.
+        seconds: this text's share of the batch's wall time.
+    """
 
     text: str
     tokens: list[str]
@@ -700,16 +708,12 @@ class TokenAttribution:
     label: str
     probability: float
     target: int
+    target_label: str
+    target_probability: float
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "tokens": self.tokens,
-            "scores": self.scores,
-            "label": self.label,
-            "probability": self.probability,
-            "target": self.target,
-        }
+        return dict(self.__dict__)
 
 
 def explain_texts(
@@ -762,7 +766,10 @@ def explain_texts(
         chunk = list(texts[start : start + batch_size])
         ids, mask = tm.tokenizer(chunk)
         tchunk = None if targets is None else targets[start : start + batch_size]
+        t0 = time.perf_counter()
         res = explainer.attribute(ids, tchunk, mask, seed=base + start, return_details=True)
+        per_text = (time.perf_counter() - t0) / len(chunk)
+        pred, pred_p = tm.predict(chunk)
         for i, text in enumerate(chunk):
             n = int(mask[i].sum())
             row_ids = ids[i, :n].tolist()
@@ -775,15 +782,23 @@ def explain_texts(
                 keep = [j for j, tok in enumerate(tokens) if tok not in special]
                 tokens = [tokens[j] for j in keep]
                 scores = [scores[j] for j in keep]
-            tgt = int(res.targets[i])
+            tgt, lab = int(res.targets[i]), int(pred[i])
             out.append(
                 TokenAttribution(
                     text=text,
                     tokens=tokens,
                     scores=[float(s) for s in scores],
-                    label=tm.class_names[tgt] if tgt < len(tm.class_names) else str(tgt),
-                    probability=float(res.probabilities[i]),
+                    label=_class_name(tm, lab),
+                    probability=float(pred_p[i]),
                     target=tgt,
+                    target_label=_class_name(tm, tgt),
+                    target_probability=float(res.probabilities[i]),
+                    seconds=per_text,
                 )
             )
     return out
+
+
+def _class_name(tm: Any, index: int) -> str:
+    names = tm.class_names
+    return str(names[index]) if index < len(names) else str(index)

@@ -241,13 +241,20 @@ def train_minilm(
     head = model.head
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
-    for _epoch in tqdm(range(epochs), desc="minilm head", disable=not progress):
-        head.train()
-        for idx in _batches(len(y_tr), batch_size, gen):
-            loss = _loss(head(e_tr[idx]), y_tr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    # the head's ops are tiny: one thread avoids the thread-pool overhead that dominates them
+    # on a busy machine (minutes instead of seconds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _epoch in tqdm(range(epochs), desc="minilm head", disable=not progress):
+            head.train()
+            for idx in _batches(len(y_tr), batch_size, gen):
+                loss = _loss(head(e_tr[idx]), y_tr[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     head.eval()
     with torch.no_grad():
         acc = float((class_log_probabilities(head(e_te)).argmax(1) == y_te).float().mean())
