@@ -215,3 +215,58 @@ def test_text_config_uses_text_defaults():
     assert text_config("paper", input_beta=30).input_beta == 30
     with pytest.raises(TypeError, match="did you mean 'input_beta'"):
         text_config("paper", input_bta=3)
+
+
+def test_padding_content_does_not_change_the_scores(lstm, explainer):
+    # whatever ids sit under attention_mask == 0, every stage ignores them
+    tm, _ = lstm
+    ids, mask = tm.tokenizer(["An utterly charming film.", "Tedious."])
+    noisy = ids.clone()
+    noisy[mask == 0] = torch.randint(2, 500, (int((mask == 0).sum()),))
+    a = explainer.attribute(ids, attention_mask=mask)
+    b = explainer.attribute(noisy, attention_mask=mask)
+    torch.testing.assert_close(a, b)
+
+
+def test_explain_text_cli(lstm, tmp_path):
+    import json
+
+    from inputiba.cli import main
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("A tedious, joyless mess.\n\nSharp & funny <3\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["explain-text", "A gorgeous, witty film.", "--file", str(reviews), "--model",
+            str(ckpt), "--out", str(out), "--preset", "fast", "--quiet", "--threads", "1"]
+    for k, v in REDUCED.items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    data = json.loads((out / "results.json").read_text())
+    res = data["results"]
+    assert [r["text"] for r in res] == [
+        "A gorgeous, witty film.", "A tedious, joyless mess.", "Sharp & funny <3"
+    ]
+    assert res[0]["tokens"] == ["a", "gorgeous", ",", "witty", "film", "."]
+    for r in res:
+        assert len(r["scores"]) == len(r["tokens"])
+        assert all(0 <= s <= 1 for s in r["scores"])
+        assert r["label"] in ("negative", "positive") and 0.5 <= r["probability"] <= 1
+        assert r["target_label"] == r["label"]
+    page = (out / "explanation.html").read_text()
+    assert "linear-gradient" in page and "&amp;" in page and "&lt;" in page
+    assert "http" not in page.replace("http-equiv", "")  # offline: no external resources
+    assert main(["explain-text", "--model", str(ckpt), "--out", str(out)]) == 1
+
+
+def lstm_state(tm):
+    """A checkpoint dict of a TextModel's LSTM, as the trainer writes it."""
+    return {
+        "kind": "lstm",
+        "config": tm.model.config,
+        "state_dict": tm.model.state_dict(),
+        "vocab": tm.tokenizer.vocab.to_list(),
+        "test_accuracy": tm.meta.get("test_accuracy"),
+    }

@@ -323,15 +323,14 @@ class SequenceCritic(nn.Module):
 
     @torch.no_grad()
     def init_per_sample(self, rng: SampleRNG) -> SequenceCritic:
-        """PyTorch's default initialisation, critic ``b`` drawing from ``rng``'s stream ``b``."""
+        """PyTorch's default initialisation, critic ``b`` drawing from ``rng``'s stream ``b``.
+
+        Every parameter is uniform in +-1/sqrt(hidden): the LSTM's default, and the linear
+        head's (its fan-in is ``hidden``).
+        """
+        bound = 1 / math.sqrt(self.hidden)
         for group in (self.lstms, self.heads):
-            names = [n for n, _ in group[0].named_parameters()]
-            for name in names:
-                p0 = dict(group[0].named_parameters())[name]
-                if group is self.lstms:
-                    bound = 1 / math.sqrt(self.hidden)
-                else:
-                    bound = 1 / math.sqrt(self.hidden)
+            for name, p0 in group[0].named_parameters():
                 draws = (rng.rand(*p0.shape, dtype=p0.dtype) * 2 - 1) * bound
                 for b, m in enumerate(group):
                     dict(m.named_parameters())[name].copy_(draws[b].to(p0.device))
@@ -671,14 +670,17 @@ class TextInputIBA:
     ) -> TextInputIBA:
         """An explainer for a packaged :class:`~inputiba.text.models.TextModel`, with statistics
         estimated on ``n_samples`` training snippets (cached next to the model)."""
+        import hashlib
+
         from ..assets import cache_dir
         from .data import snippet_split
 
         explainer = cls(text_model, preset=preset, progress=progress, **overrides)
-        key = f"{text_model.kind}-{explainer.layer}-{n_samples}"
-        acc = text_model.meta.get("test_accuracy")
-        if acc is not None:
-            key += f"-{acc:.6f}"
+        # statistics belong to these weights: key the cache by a digest of the parameters
+        digest = hashlib.sha1()
+        for p in text_model.model.parameters():
+            digest.update(p.detach().flatten()[:16384].cpu().float().numpy().tobytes())
+        key = f"{text_model.kind}-{explainer.layer}-{n_samples}-{digest.hexdigest()[:12]}"
         path = cache_dir() / "text_models" / f"stats-{key}.pt"
         if path.exists():
             explainer.statistics = path
