@@ -270,3 +270,14 @@ def lstm_state(tm):
         "vocab": tm.tokenizer.vocab.to_list(),
         "test_accuracy": tm.meta.get("test_accuracy"),
     }
+
+
+def test_text_explainer_rejects_chunking_and_bad_layers():
+    model = LSTMSentimentClassifier(10, embed_dim=4, hidden_size=3)
+    with pytest.raises(ValueError, match="max_batch is not supported"):
+        TextInputIBA(model, "lstm1", "embedding", max_batch=8)
+    with pytest.raises(KeyError, match="Close matches: lstm1"):
+        TextInputIBA(model, "lstm_1", "embedding")
+    ex = TextInputIBA(model, "lstm1", "embedding")
+    with pytest.raises(RuntimeError, match="No token statistics"):
+        ex.attribute(torch.tensor([[2, 3]]))

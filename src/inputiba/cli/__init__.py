@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("explain_text",)
+SUBCOMMANDS: tuple[str, ...] = ("explain", "evaluate", "explain_text")
 
 
 def build_parser() -> argparse.ArgumentParser:

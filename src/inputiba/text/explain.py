@@ -76,6 +76,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "input_sigma": 0.0,
     "feat_sigma": 0.0,
     "gan_lr_theta": 0.03,
+    "max_batch": None,
 }
 
 
@@ -430,6 +431,11 @@ class TextInputIBA:
         self.tokenizer = tokenizer
         self.pad_id = int(getattr(model, "pad_id", 0) if pad_id is None else pad_id)
         self.config = text_config(preset, **overrides)
+        if self.config.max_batch is not None:
+            raise ValueError(
+                "max_batch is not supported for text models yet: every stage runs all "
+                "samples x draws in one pass (leave max_batch=None)"
+            )
         self.critic_hidden = critic_hidden
         self.progress = progress
         self._stats: dict[str, LayerStatistics] | None = None
@@ -578,7 +584,7 @@ class TextInputIBA:
             t0 = time.perf_counter()
             mean_f, std_f, active_f = self._stat_tensors(self.layer, r.shape[-1], device, r.dtype)
             feat = fit_feature_bottleneck(
-                lambda z: run(z.shape[0], self.module, z), r, tgt, mean_f, std_f, active_f, rng,
+                lambda z, _rows: run(z.shape[0], self.module, z), r, tgt, mean_f, std_f, active_f, rng,
                 beta=cfg.feat_beta, steps=cfg.feat_steps, lr=cfg.feat_lr, draws=cfg.feat_draws,
                 sigma=0.0, init_alpha=cfg.init_alpha, valid=valid3, progress=self.progress,
             )
