@@ -60,8 +60,8 @@ def main() -> None:
             words = words_of(text)[:n]
             for name, m in maps.items():
                 top = m[i, :n].argsort(descending=True)[:3].tolist()
-                hits[name] += any(words[j] in lex for j in top)
-            hits["random"] += sum(any(w in lex for w in rng.sample(words, 3))
+                hits[name] += any(words[j].lower() in lex for j in top)
+            hits["random"] += sum(any(w.lower() in lex for w in rng.sample(words, 3))
                                   for _ in range(100)) / 100
     print(f"model {args.model}, preset {args.preset}, overrides {overrides}, "
           f"{len(chosen)} held-out reviews with p >= 0.9")

@@ -15,6 +15,7 @@ from inputiba.text.data import (
     read_glove_text,
     read_imdb,
     snippet_split,
+    surface_tokens,
     tokenize,
     vader_lexicon,
 )
@@ -26,6 +27,7 @@ def test_tokenize_splits_clitics_and_punctuation_like_glove():
         "u.s", ".", "co-writer", "!",
     ]
     assert tokenize("   ") == []
+    assert surface_tokens("It DOESN'T work.") == ["It", "DOES", "N'T", "work", "."]
 
 
 def test_vocabulary_roundtrip_and_unknown_words(tmp_path):

@@ -202,8 +202,10 @@ def test_top_tokens_hit_the_vader_lexicon_more_often_than_random_tokens(lstm, ex
         n = int(mask[i].sum())
         words = tm.tokenizer.words(text)[:n]
         top = scores[i, :n].argsort(descending=True)[:3].tolist()
-        hits += any(words[j] in lex for j in top)
-        random_hits += sum(any(w in lex for w in rng.sample(words, 3)) for _ in range(50)) / 50
+        hits += any(words[j].lower() in lex for j in top)
+        random_hits += sum(
+            any(w.lower() in lex for w in rng.sample(words, 3)) for _ in range(50)
+        ) / 50
     rate, base = hits / len(confident), random_hits / len(confident)
     assert rate >= base + 0.2, f"top-3 hit rate {rate:.2f} vs random {base:.2f}"
 
@@ -249,7 +251,7 @@ def test_explain_text_cli(lstm, tmp_path):
     assert [r["text"] for r in res] == [
         "A gorgeous, witty film.", "A tedious, joyless mess.", "Sharp & funny <3"
     ]
-    assert res[0]["tokens"] == ["a", "gorgeous", ",", "witty", "film", "."]
+    assert res[0]["tokens"] == ["A", "gorgeous", ",", "witty", "film", "."]
     for r in res:
         assert len(r["scores"]) == len(r["tokens"])
         assert all(0 <= s <= 1 for s in r["scores"])

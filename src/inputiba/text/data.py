@@ -39,6 +39,7 @@ __all__ = [
     "PAD",
     "UNK",
     "tokenize",
+    "surface_tokens",
     "Vocabulary",
     "pad_sequences",
     "movie_snippets",
@@ -72,6 +73,17 @@ def tokenize(text: str) -> list[str]:
         The tokens, e.g. ``tokenize("It doesn't work.") == ["it", "does", "n't", "work", "."]``.
     """
     return _TOKEN_RE.findall(text.lower())
+
+
+def surface_tokens(text: str) -> list[str]:
+    """The tokens of :func:`tokenize` as written in ``text`` (original case), for display.
+
+    Falls back to the lower-cased tokens when lower-casing changes the text's length.
+    """
+    lower = text.lower()
+    if len(lower) != len(text):
+        return _TOKEN_RE.findall(lower)
+    return [text[m.start() : m.end()] for m in _TOKEN_RE.finditer(lower)]
 
 
 class Vocabulary:

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..assets import cache_dir
-from .data import Vocabulary, pad_sequences, tokenize
+from .data import Vocabulary, pad_sequences, surface_tokens, tokenize
 
 __all__ = [
     "PackedLSTM",
@@ -287,8 +287,8 @@ class WordTokenizer(TextTokenizer):
         return self.vocab.decode(ids)
 
     def words(self, text: str) -> list[str]:
-        """The surface tokens of ``text`` (unknown words keep their spelling)."""
-        return tokenize(text)
+        """The tokens of ``text`` as written (original case; unknown words keep their spelling)."""
+        return surface_tokens(text)
 
 
 class WordPieceTokenizer(TextTokenizer):
