@@ -132,3 +132,17 @@ def test_packed_lstm_ignores_padding():
     torch.testing.assert_close(a, c)
     with pytest.raises(ValueError, match="right padding"):
         model(ids, attention_mask=torch.tensor([[0, 1, 1, 0, 0]]))
+
+
+def test_colour_scale_and_terminal_rendering():
+    from inputiba.text.render import html_page, score_color, terminal_tokens
+
+    assert score_color(0) == (255, 255, 255) and score_color(1) == (214, 39, 40)
+    assert score_color(-3) == score_color(0) and score_color(7) == score_color(1)
+    assert score_color(0.25) == (255, 226, 170)  # halfway between white and amber
+    assert terminal_tokens(["dull", "film"], [0.9, 0.1], color=False) == "[dull 0.90] film"
+    coloured = terminal_tokens(["dull"], [1.0], color=True)
+    assert coloured.startswith("\x1b[48;2;214;39;40m") and coloured.endswith("\x1b[0m")
+    page = html_page([{"tokens": ["<b>", "ok"], "scores": [1.0, 0.0], "label": "positive",
+                       "probability": 0.91}])
+    assert "&lt;b&gt;" in page and "rgb(214, 39, 40)" in page and "p = 0.910" in page
