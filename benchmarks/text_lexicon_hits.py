@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--preset", default="paper", choices=["paper", "fast"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--theta-init", default="capacity", choices=["capacity", "zero"],
+                        help="GAN mask logits start from the stage-1 capacity or from 0")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     if args.threads:
@@ -47,6 +49,7 @@ def main() -> None:
     chosen = [t for t, q in zip(texts, p.tolist(), strict=True)
               if q >= 0.9 and len(t.split()) >= 6][: args.reviews]
     explainer = TextInputIBA.for_model(tm, preset=args.preset, **overrides)
+    explainer.theta_init = args.theta_init
     rng = random.Random(0)
     hits = {"inputiba": 0.0, "stage-1 capacity": 0.0, "gan mask": 0.0, "random": 0.0}
     for start in range(0, len(chosen), args.batch_size):
@@ -64,6 +67,7 @@ def main() -> None:
             hits["random"] += sum(any(w.lower() in lex for w in rng.sample(words, 3))
                                   for _ in range(100)) / 100
     print(f"model {args.model}, preset {args.preset}, overrides {overrides}, "
+          f"theta init {args.theta_init}, "
           f"{len(chosen)} held-out reviews with p >= 0.9")
     for name, h in hits.items():
         print(f"  top-3 tokens hit the VADER lexicon: {name:17s} {h / len(chosen):.3f}")
