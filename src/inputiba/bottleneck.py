@@ -160,7 +160,8 @@ def fit_feature_bottleneck(
     alpha = torch.full_like(r, init_alpha).requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     target_rep = _repeat(target, draws)
-    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+    # histories stay on the device until the end: no host sync per step
+    hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
     w = None if valid is None else valid.to(r.dtype).expand_as(r)
 
     def info_of(kl: torch.Tensor) -> torch.Tensor:
@@ -184,16 +185,17 @@ def fit_feature_bottleneck(
         ).view(b, draws).sum(1)
         loss = cls + beta * info.detach()
         opt.step()
-        hist["total"][:, step] = loss.detach().cpu()
-        hist["cls"][:, step] = cls.detach().cpu()
-        hist["info"][:, step] = info.detach().cpu()
+        hist["total"][:, step] = loss.detach()
+        hist["cls"][:, step] = cls
+        hist["info"][:, step] = info.detach()
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = feature_kl(r, lamb, mean, std) * active
         if w is not None:
             kl = kl * w
             lamb = lamb * w
-    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
+                            losses={k: v.cpu() for k, v in hist.items()})
 
 
 def fit_input_bottleneck(
@@ -250,7 +252,7 @@ def fit_input_bottleneck(
     alpha.requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     target_rep = _repeat(target, draws)
-    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+    hist = {k: torch.zeros(b, steps, device=x.device) for k in ("total", "cls", "info")}
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
 
@@ -276,13 +278,14 @@ def fit_input_bottleneck(
         ).view(b, draws).sum(1)
         loss = cls + beta * info.detach()
         opt.step()
-        hist["total"][:, step] = loss.detach().cpu()
-        hist["cls"][:, step] = cls.detach().cpu()
-        hist["info"][:, step] = info.detach().cpu()
+        hist["total"][:, step] = loss.detach()
+        hist["cls"][:, step] = cls
+        hist["info"][:, step] = info.detach()
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = input_prior_kl(x, lamb, prior_mask, mean, std)
         if w is not None:
             kl = kl * w.expand_as(kl)
             lamb = lamb * w
-    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
+                            losses={k: v.cpu() for k, v in hist.items()})

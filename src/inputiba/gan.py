@@ -292,7 +292,7 @@ def fit_gan_mask(
             with torch.no_grad():
                 for p in critic.parameters():
                     p.clamp_(-clip, clip)
-            d_hist.append(loss_d.detach().cpu())
+            d_hist.append(loss_d.detach())
             if train_g:
                 opt_g.zero_grad(set_to_none=True)
                 if single:
@@ -305,7 +305,7 @@ def fit_gan_mask(
                     backward_in_chunks(lambda inp, _rows: features_of(inp), masked_inputs(g),
                                        max_batch, grad_outputs=fake_leaf.grad.flatten(0, 1))
                 opt_g.step()
-                g_hist.append(loss_g.detach().cpu())
+                g_hist.append(loss_g.detach())
     empty = torch.zeros(b, 0)
     return GanResult(
         mask=torch.sigmoid(theta).detach(),
@@ -313,7 +313,7 @@ def fit_gan_mask(
         noise_mean=noise_mean.detach(),
         noise_scale=noise_scale.detach(),
         losses={
-            "critic": torch.stack(d_hist, 1) if d_hist else empty,
-            "generator": torch.stack(g_hist, 1) if g_hist else empty,
+            "critic": torch.stack(d_hist, 1).cpu() if d_hist else empty,
+            "generator": torch.stack(g_hist, 1).cpu() if g_hist else empty,
         },
     )
