@@ -121,6 +121,7 @@ def fit_feature_bottleneck(
     draws: int = 10,
     sigma: float = 0.0,
     init_alpha: float = 5.0,
+    valid: torch.Tensor | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
     max_batch: int | None = None,
     progress: bool = False,
@@ -143,6 +144,9 @@ def fit_feature_bottleneck(
         draws: noise draws per sample per step (the original's "batch_size").
         sigma: Gaussian smoothing of lambda in feature cells (images only; 0 = off).
         init_alpha: initial alpha (lambda = sigmoid(5) ~ 0.993: almost everything passes).
+        valid: optional (B, ...) mask broadcastable to ``r`` of elements that exist (for token
+            features (B, T, 1), padding = 0): invalid elements pass unchanged, cost nothing and
+            are left out of the information loss's mean (and their ``kl`` and ``lamb`` are 0).
         loss_fn: per-sample classification loss ``(logits, target) -> (N,)``.
         max_batch: at most this many rows (samples x draws) per forward pass (memory bound;
             the gradient is the same); None: all at once.
@@ -158,13 +162,22 @@ def fit_feature_bottleneck(
     target_rep = _repeat(target, draws)
     # histories stay on the device until the end: no host sync per step
     hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
+    w = None if valid is None else valid.to(r.dtype).expand_as(r)
+
+    def info_of(kl: torch.Tensor) -> torch.Tensor:
+        if w is None:
+            return kl.flatten(1).mean(1)
+        return (kl * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+
     for step in tqdm(range(steps), desc="stage 1: feature bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         eps = rng.randn(draws, *r.shape[1:], dtype=r.dtype).to(r.device) * std + mean
         z = (lamb.unsqueeze(1) * r.unsqueeze(1) + (1 - lamb.unsqueeze(1)) * eps) * active
-        info = (feature_kl(r, lamb, mean, std) * active).flatten(1).mean(1)
+        if w is not None:  # invalid elements (padding) pass unchanged
+            z = torch.where(w.bool().unsqueeze(1), z, r.unsqueeze(1))
+        info = info_of(feature_kl(r, lamb, mean, std) * active)
         cls = backward_in_chunks(
             tail, z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
@@ -178,6 +191,9 @@ def fit_feature_bottleneck(
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = feature_kl(r, lamb, mean, std) * active
+        if w is not None:
+            kl = kl * w
+            lamb = lamb * w
     return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
                             losses={k: v.cpu() for k, v in hist.items()})
 
