@@ -12,7 +12,6 @@ Example file (every section and key is optional; omitted ones take the defaults)
       name: vgg16               # as for inputiba.explain.resolve_model
       weights: vgg16.pth        # a file, a torchvision weights name (download), or null
       layer: features.17
-      num_classes: null
       preprocessing: {size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
     estimation: {source: imagenet_val_sample/, n_samples: 1000}
     preset: paper
@@ -83,13 +82,12 @@ class Preprocessing:
 class ModelSettings:
     """The classifier: ``name`` (see :func:`inputiba.explain.resolve_model`), ``weights``
     (file path, torchvision weights name, or None: packaged/random), ``layer`` (the feature
-    bottleneck's layer; None: the model's default), ``num_classes`` and ``preprocessing``
-    (None: the model's own)."""
+    bottleneck's layer; None: the model's default) and ``preprocessing`` (None: the model's
+    own)."""
 
     name: str = "efficientnet-lite0"
     weights: str | None = None
     layer: str | None = None
-    num_classes: int | None = None
     preprocessing: Preprocessing | None = None
 
 
@@ -176,7 +174,7 @@ def _where(source: str | None) -> str:
 _TYPES: dict[type, dict[str, tuple[type, ...]]] = {
     Preprocessing: {"size": (int, list), "mean": (list,), "std": (list,)},
     ModelSettings: {"name": (str,), "weights": (str, type(None)), "layer": (str, type(None)),
-                    "num_classes": (int, type(None)), "preprocessing": (dict, type(None))},
+                    "preprocessing": (dict, type(None))},
     EstimationSettings: {"source": (str, type(None)), "n_samples": (int, type(None))},
     OutputSettings: {"dir": (str,), "layout": (str,)},
 }
