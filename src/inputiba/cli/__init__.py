@@ -16,7 +16,7 @@ from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
-    "explain", "evaluate", "compare", "explain_dataset", "split_dataset",
+    "explain", "evaluate", "compare", "explain_dataset", "split_dataset", "layers",
 )
 
 
