@@ -16,10 +16,8 @@ from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
-SUBCOMMANDS: tuple[str, ...] = (
     "explain", "explain_text", "evaluate", "compare", "explain_dataset", "split_dataset",
     "layers",
-)
 )
 
 
