@@ -101,13 +101,21 @@ def backward_in_chunks(
     return torch.cat(outs)
 
 
+def _mean_per_sample(kl: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B,) mean of ``kl`` per sample, over the valid elements only when a mask is given."""
+    if valid is None:
+        return kl.flatten(1).mean(1)
+    w = valid.expand_as(kl)
+    return (kl * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+
+
 def _repeat(t: torch.Tensor, draws: int) -> torch.Tensor:
     """(B, ...) -> (B * draws, ...), sample-major (all draws of sample 0 first)."""
     return t.repeat_interleave(draws, dim=0)
 
 
 def fit_feature_bottleneck(
-    tail: Callable[[torch.Tensor], torch.Tensor],
+    tail: Callable[[torch.Tensor, slice], torch.Tensor],
     r: torch.Tensor,
     target: torch.Tensor,
     mean: torch.Tensor,
@@ -164,11 +172,6 @@ def fit_feature_bottleneck(
     hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
     w = None if valid is None else valid.to(r.dtype).expand_as(r)
 
-    def info_of(kl: torch.Tensor) -> torch.Tensor:
-        if w is None:
-            return kl.flatten(1).mean(1)
-        return (kl * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
-
     for step in tqdm(range(steps), desc="stage 1: feature bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
@@ -177,7 +180,7 @@ def fit_feature_bottleneck(
         z = (lamb.unsqueeze(1) * r.unsqueeze(1) + (1 - lamb.unsqueeze(1)) * eps) * active
         if w is not None:  # invalid elements (padding) pass unchanged
             z = torch.where(w.bool().unsqueeze(1), z, r.unsqueeze(1))
-        info = info_of(feature_kl(r, lamb, mean, std) * active)
+        info = _mean_per_sample(feature_kl(r, lamb, mean, std) * active, w)
         cls = backward_in_chunks(
             tail, z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
@@ -256,12 +259,6 @@ def fit_input_bottleneck(
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
 
-    def info_of(kl: torch.Tensor) -> torch.Tensor:
-        if w is None:
-            return kl.flatten(1).mean(1)
-        wk = w.expand_as(kl)
-        return (kl * wk).flatten(1).sum(1) / wk.flatten(1).sum(1).clamp_min(1)
-
     for step in tqdm(range(steps), desc="stage 3: input bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
@@ -270,7 +267,7 @@ def fit_input_bottleneck(
         lamb_z = lamb if w is None else torch.where(w.bool(), lamb, torch.ones_like(lamb))
         eps = rng.randn(draws, *x.shape[1:], dtype=x.dtype).to(x.device) * std + mean
         z = lamb_z.unsqueeze(1) * x.unsqueeze(1) + (1 - lamb_z.unsqueeze(1)) * eps
-        info = info_of(input_prior_kl(x, lamb, prior_mask, mean, std))
+        info = _mean_per_sample(input_prior_kl(x, lamb, prior_mask, mean, std), w)
         cls = backward_in_chunks(
             lambda inp, _rows: forward(inp), z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
