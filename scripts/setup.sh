@@ -20,4 +20,12 @@ else
     spec="."
 fi
 python -m pip install -q -e "$spec" 2>&1 | grep -v "is ignored" || true
+# Headless chromium for the HTML gallery test (tests/test_cli.py). Installed only when it is
+# missing, for the dev setup, and only as root with apt (CI machines); elsewhere the test skips.
+if [ "$extras" = dev ] && ! command -v chromium >/dev/null 2>&1 \
+        && ! command -v chromium-browser >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+        >/dev/null 2>&1 || echo "setup.sh: could not install chromium with apt-get" >&2
+fi
 python -c "import inputiba"
