@@ -28,6 +28,7 @@ __all__ = [
     "fetch_package_files",
     "builtin_photos",
     "BUILTIN_PHOTO_NAMES",
+    "standin_estimation_images",
 ]
 
 
@@ -139,3 +140,31 @@ def _sklearn_image(filename: str) -> np.ndarray:
         if fname.endswith(filename):
             return np.asarray(img)
     raise FileNotFoundError(f"{filename} is not among scikit-learn's sample images")
+
+
+def standin_estimation_images(
+    n: int = 64, size: int = 224, seed: int = 0
+) -> list[np.ndarray]:
+    """A built-in stand-in estimation set: random crops and flips of the built-in photos.
+
+    Layer statistics should come from images like those being explained (the paper uses
+    1,000 ImageNet images). When none are at hand, this gives ``n`` varied real crops
+    (random scale 0.3-1 of the shorter side, random position, random horizontal flip),
+    each ``size`` x ``size`` x 3 uint8. It is a stand-in: pass a real set when you have one.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = list(builtin_photos().values())
+    out = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.3, 1.0))
+        y0 = int(rng.integers(0, h - side + 1))
+        x0 = int(rng.integers(0, w - side + 1))
+        crop = img[y0:y0 + side, x0:x0 + side]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out.append(np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size))))
+    return out

@@ -31,7 +31,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -47,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .assets import BUILTIN_PHOTO_NAMES, builtin_photos, cache_dir
+from .assets import BUILTIN_PHOTO_NAMES, builtin_photos, cache_dir, standin_estimation_images
 from .estimator import LayerStatistics, estimate_layer_statistics
 from .functional import resize_map
 from .io import ImageReadError, ImageSource, collect_images, read_image, save_json, save_npy
@@ -435,29 +434,13 @@ def _to_batches(images: Iterator[np.ndarray], preprocess: Callable[[Any], torch.
 def standin_batches(preprocess: Callable[[Any], torch.Tensor], size: tuple[int, int],
                     n_samples: int = STANDIN_SAMPLES, batch_size: int = 32,
                     seed: int = 0) -> Iterator[torch.Tensor]:
-    """The built-in stand-in estimation set: random crops and flips of the built-in photos.
-
-    Each sample is a crop of one of :data:`inputiba.assets.BUILTIN_PHOTO_NAMES` covering 20-100%
-    of its area with an aspect ratio between 3/4 and 4/3, flipped left-right with probability
-    1/2, resized to the model's input. Deterministic for a given ``seed``. A stand-in only: real
-    statistics come from a few hundred images like the ones being explained.
+    """Batches of the built-in stand-in estimation set
+    (:func:`inputiba.assets.standin_estimation_images`: random crops and flips of the built-in
+    photos), preprocessed for the model. Deterministic for a given ``seed``. A stand-in only:
+    real statistics come from a few hundred images like the ones being explained.
     """
-    photos = list(builtin_photos().values())
-    rng = np.random.default_rng(seed)
-
-    def crops() -> Iterator[np.ndarray]:
-        for _ in range(n_samples):
-            img = photos[int(rng.integers(len(photos)))]
-            h, w = img.shape[:2]
-            area = h * w * rng.uniform(0.2, 1.0)
-            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            ch = int(min(h, max(8, round(math.sqrt(area / ratio)))))
-            cw = int(min(w, max(8, round(math.sqrt(area * ratio)))))
-            y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            crop = img[y:y + ch, x:x + cw]
-            yield np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
-
-    return _to_batches(crops(), preprocess, size, batch_size)
+    images = standin_estimation_images(n_samples, size=max(size), seed=seed)
+    return _to_batches(iter(images), preprocess, size, batch_size)
 
 
 def folder_batches(files: Sequence[Path], preprocess: Callable[[Any], torch.Tensor],
@@ -529,7 +512,7 @@ def _obtain_statistics(
             kind = "folder"
         else:
             n = n_samples or STANDIN_SAMPLES
-            stamp = ["standin-v1", list(BUILTIN_PHOTO_NAMES), seed]
+            stamp = ["standin-v2", list(BUILTIN_PHOTO_NAMES), seed]
             kind = "built-in stand-in"
             warnings.warn(
                 f"No estimation set given: layer statistics come from a built-in stand-in "

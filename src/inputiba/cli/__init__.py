@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("explain",)
+SUBCOMMANDS: tuple[str, ...] = ("explain", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,196 @@
+"""InputIBA and IBA on a small CNN trained here on real digits (scikit-learn)."""
+
+import pytest
+import torch
+
+from inputiba import IBA, InputIBA, LayerNotFoundError, LayerStatistics
+from inputiba._rng import SampleRNG
+from inputiba.bottleneck import fit_feature_bottleneck, fit_input_bottleneck
+from inputiba.gan import ImageCritic, fit_gan_mask
+from inputiba.layers import LayerSplit, layer_output
+
+SMALL = dict(gan_epochs=2, gan_dataset_size=32, gan_subset_size=8, gan_batch_size=16,
+             input_steps=8, input_draws=4, feat_draws=4)
+
+
+def _explainer(model, stats, **kw):
+    return InputIBA(model, "features.4", stats, **{**SMALL, **kw})
+
+
+def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    target = digits_model(x).argmax(1)
+    rng = SampleRNG([0, 1])
+    split = LayerSplit(digits_model, "features.4")
+    r, ctx = split.head(x)
+    mean, std = digits_stats.mean, digits_stats.std.clamp_min(0.01)
+    active = digits_stats.active().float()
+
+    # stage 1: one step moves alpha away from its initial value, driven by the class loss
+    res = fit_feature_bottleneck(lambda z: split.tail(z, ctx), r, target,
+                                 mean, std, active, rng, beta=0.0, steps=1, draws=1)
+    assert (res.alpha != 5.0).any()
+
+    alpha = torch.full_like(r, 5.0, requires_grad=True)
+    lamb = torch.sigmoid(alpha)
+    z = lamb * r + (1 - lamb) * mean
+    loss = torch.nn.functional.cross_entropy(split.tail(z, ctx), target)
+    (g,) = torch.autograd.grad(loss, alpha)
+    assert g.abs().sum() > 0
+
+    # stage 3: class-loss gradient reaches the input alpha
+    res3 = fit_input_bottleneck(digits_model, x, target, torch.zeros_like(x), rng,
+                                beta=0.0, steps=1, draws=1, sigma=0.0)
+    assert (res3.alpha != 5.0).any()
+
+    # stage 2: the generator loss reaches theta through the network up to the layer
+    critic = ImageCritic(2, r.shape[1], tuple(r.shape[-2:])).init_per_sample(rng)
+    theta0 = torch.zeros_like(x)
+    gan = fit_gan_mask(lambda inp: layer_output(digits_model, "features.4", inp), x, r,
+                       torch.sigmoid(alpha.detach()), critic, rng, theta_init=theta0,
+                       dataset_size=8, subset_size=4, batch_size=8, epochs=1, critic_iters=1,
+                       lr_theta=0.1)
+    assert (gan.theta != 0).any()
+    assert gan.losses["generator"].shape == (2, 1)
+
+
+def test_attribute_shapes_ranges_and_details(digits, digits_model, digits_stats):
+    x = digits[2][:3]
+    ex = _explainer(digits_model, digits_stats)
+    maps = ex.attribute(x)
+    assert maps.shape == (3, 1, 32, 32) and maps.dtype == torch.float32
+    assert maps.min() >= 0 and maps.max() <= 1 and torch.isfinite(maps).all()
+    res = ex.attribute(x, target=[1, 2, 3], return_details=True)
+    assert res.targets.tolist() == [1, 2, 3]
+    assert res.feature_map.shape == (3, 1, 32, 32) and res.feature_capacity.shape == (3, 1, 8, 8)
+    assert res.gan_mask.shape == (3, 1, 32, 32)
+    assert ((res.gan_mask >= 0) & (res.gan_mask <= 1)).all()
+    assert res.losses["feature"]["total"].shape == (3, ex.config.feat_steps)
+    assert res.losses["input"]["total"].shape == (3, SMALL["input_steps"])
+    assert set(res.seconds) == {"feature", "gan", "input"}
+    # the bottleneck optimisation lowers each sample's loss
+    tot = res.losses["input"]["total"]
+    assert (tot[:, -1] < tot[:, 0]).all()
+
+
+def test_batch_samples_are_independent(digits, digits_model, digits_stats):
+    x = digits[2][:4]
+    ex = _explainer(digits_model, digits_stats)
+    a = ex.attribute(x[[0, 1]], target=[3, 5], seed=[10, 11])
+    b = ex.attribute(x[[0, 2]], target=[3, 7], seed=[10, 12])
+    alone = ex.attribute(x[[0]], target=[3], seed=[10])
+    assert torch.allclose(a[0], b[0], atol=1e-4)
+    assert torch.allclose(a[0], alone[0], atol=1e-4)
+    assert not torch.allclose(a[1], b[1], atol=1e-3)
+
+
+def test_reproducible_under_seed(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    ex = _explainer(digits_model, digits_stats)
+    assert torch.equal(ex.attribute(x, seed=3), ex.attribute(x, seed=3))
+    assert not torch.equal(ex.attribute(x, seed=3), ex.attribute(x, seed=4))
+
+
+def test_gan_real_sample_modes(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    for mode in ("capacity", "lambda"):
+        m = _explainer(digits_model, digits_stats, gan_real=mode).attribute(x)
+        assert m.shape == (2, 1, 32, 32) and torch.isfinite(m).all()
+    with pytest.raises(ValueError, match="real_noise"):
+        _explainer(digits_model, digits_stats, gan_real="bogus").attribute(x)
+
+
+def test_hooks_removed_and_weights_untouched_after_an_exception(digits, digits_model, digits_stats):
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    ex = _explainer(digits_model, digits_stats, gan_real="lambda")
+    head = digits_model.head
+    calls = {"n": 0}
+
+    def boom(*_):
+        calls["n"] += 1
+        if calls["n"] > 3:  # fail in the middle of the run (stage 1 has passed)
+            raise RuntimeError("boom")
+
+    h = head.register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            ex.attribute(digits[2][:2])
+    finally:
+        h.remove()
+    assert calls["n"] > 3
+    for m in digits_model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    assert all(p.requires_grad for p in digits_model.parameters())
+    after = digits_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not digits_model.training
+
+
+def test_model_mode_and_weights_restored(digits, digits_model, digits_stats):
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    digits_model.train()
+    try:
+        _explainer(digits_model, digits_stats).attribute(digits[2][:1])
+        assert digits_model.training  # restored
+    finally:
+        digits_model.eval()
+    after = digits_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_clear_errors(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    with pytest.raises(LayerNotFoundError, match="features.4"):
+        InputIBA(digits_model, "features.44")
+    ex = InputIBA(digits_model, "features.4")
+    with pytest.raises(RuntimeError, match="estimate"):
+        ex.attribute(x)
+    ex.statistics = digits_stats
+    with pytest.raises(ValueError, match="out of range"):
+        ex.attribute(x, target=10)
+    with pytest.raises(ValueError, match="2 targets"):
+        ex.attribute(x[:1], target=[1, 2])
+    with pytest.raises(ValueError, match="batch"):
+        ex.attribute(x[0])
+    ex.statistics = LayerStatistics((16, 8, 8))
+    with pytest.raises(ValueError, match="statistics were estimated"):
+        ex.attribute(x)
+    with pytest.raises(TypeError, match="input_stepz"):
+        InputIBA(digits_model, "features.4", input_stepz=3)
+
+
+def test_iba_capacity_map(digits, digits_model, digits_stats):
+    iba = IBA(digits_model, "features.4", digits_stats, steps=5)
+    x = digits[2][:2]
+    bits = iba.attribute(x, upsample=False)
+    assert bits.shape == (2, 1, 8, 8) and (bits >= 0).all()
+    up = iba.attribute(x)
+    assert up.shape == (2, 1, 32, 32)
+    assert torch.allclose(up.sum((1, 2, 3)), bits.sum((1, 2, 3)), rtol=0.05)
+
+
+def _prob(model, x, t):
+    with torch.no_grad():
+        return torch.softmax(model(x), 1).gather(1, t.view(-1, 1)).squeeze(1)
+
+
+def test_deleting_top_pixels_hurts_more_than_random(digits, digits_model, digits_stats):
+    """A real property of the maps: the pixels InputIBA ranks highest carry the decision."""
+    x = digits[2][:24]
+    t = digits_model(x).argmax(1)
+    ex = _explainer(digits_model, digits_stats, input_steps=20, gan_epochs=3)
+    maps = ex.attribute(x, target=t)
+    k = int(0.15 * 32 * 32)
+    background = float(x.min())
+    flat = maps.flatten(1)
+    top = flat.topk(k, dim=1).indices
+    g = torch.Generator().manual_seed(0)
+    rand = torch.stack([torch.randperm(32 * 32, generator=g)[:k] for _ in range(len(x))])
+    xt, xr = x.clone().flatten(1), x.clone().flatten(1)
+    xt.scatter_(1, top, background)
+    xr.scatter_(1, rand, background)
+    p0 = _prob(digits_model, x, t)
+    drop_top = (p0 - _prob(digits_model, xt.view_as(x), t)).mean()
+    drop_rand = (p0 - _prob(digits_model, xr.view_as(x), t)).mean()
+    print("drop", float(drop_top), float(drop_rand))
+    assert drop_top > drop_rand + 0.1, (drop_top, drop_rand)
