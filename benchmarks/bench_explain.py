@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", nargs="*", default=list(BUILTIN_PHOTO_NAMES))
     ap.add_argument("--preset", default="fast")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--runs", type=int, default=1, help="repeat (later runs use cached stats)")
     args = ap.parse_args()
