@@ -230,8 +230,9 @@ def resolve_model(
     """Turn a model name, factory spec or module into a :class:`ResolvedModel`.
 
     Args:
-        model: a built-in name (``"efficientnet-lite0"``), a torchvision or timm name (loaded by
-            :func:`inputiba.models.load_model`), ``"module:factory"`` or ``"file.py:factory"``
+        model: a built-in name (``"efficientnet-lite0"``), a torchvision name or ``"timm:<name>"``
+            (loaded by :func:`inputiba.models.load_model`), ``"module:factory"`` or
+            ``"file.py:factory"``
             (the factory returns a model, ``(model, preprocess)`` or
             ``(model, preprocess, class_names)``), or an ``nn.Module``.
         weights: a weights file loaded into the model (strictly).
@@ -661,8 +662,9 @@ def explain_images(
         images: files, folders (their jpg/png/bmp/tiff/webp files), arrays (H x W [x 3|4]) or
             PIL images; a single path is accepted. ``None`` or empty: the built-in photos
             (:func:`inputiba.assets.builtin_photos`).
-        model: built-in name, torchvision/timm name, ``"module:factory"``, ``"file.py:factory"``
-            or an ``nn.Module`` (see :func:`resolve_model`).
+        model: ``"efficientnet-lite0"``, a torchvision name, ``"timm:<name>"``,
+            ``"module:factory"``, ``"file.py:factory"`` or an ``nn.Module`` (see
+            :func:`resolve_model`).
         weights: a weights file for the model.
         layer: the hidden layer of stage 1 (default: :func:`inputiba.models.default_layer`).
         target: class index or name for all images, or one per image (``None`` entries: the

@@ -18,7 +18,7 @@ examples:
       EfficientNet-Lite0 and the fast preset; results in ./inputiba-out/index.html
   inputiba explain cat.jpg photos/ -o out
       explain a file and every image in a folder (jpg, png, bmp, tiff, webp)
-  inputiba explain cat.jpg --target "tabby cat"        (or --target 281)
+  inputiba explain cat.jpg --target tabby        (or --target 281; names as in ImageNet)
   inputiba explain photos/ --estimation imagenet_val_sample/ --preset paper
       estimate the layer statistics from your own images and use the paper's settings
   inputiba explain x.png --model resnet50 --weights resnet50.pth --layer layer2
@@ -74,7 +74,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders of images (default: the built-in photos)")
     p.add_argument("-m", "--model", default="efficientnet-lite0",
-                   help="built-in name, torchvision/timm name, or module:factory / file.py:factory "
+                   help="efficientnet-lite0 (built in, offline), a torchvision name (resnet50, "
+                        "vgg16, ...), timm:NAME, or module:factory / file.py:factory "
                         "(default: %(default)s)")
     p.add_argument("-w", "--weights", metavar="FILE", help="weights file to load into the model")
     p.add_argument("-l", "--layer", help="hidden layer of the feature bottleneck (dotted name; "
