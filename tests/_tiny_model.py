@@ -8,8 +8,9 @@ bottleneck) runs on it.
 from __future__ import annotations
 
 import torch
-from inputiba.models import Preprocess
 from torch import nn
+
+from inputiba.models import Preprocess
 
 CLASS_NAMES = ["sky", "fur", "cup", "metal", "leaf"]
 

@@ -27,7 +27,7 @@ def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):
     active = digits_stats.active().float()
 
     # stage 1: one step moves alpha away from its initial value, driven by the class loss
-    res = fit_feature_bottleneck(lambda z: split.tail(z, ctx), r, target,
+    res = fit_feature_bottleneck(lambda z, _rows: split.tail(z, ctx), r, target,
                                  mean, std, active, rng, beta=0.0, steps=1, draws=1)
     assert (res.alpha != 5.0).any()
 
@@ -82,6 +82,16 @@ def test_batch_samples_are_independent(digits, digits_model, digits_stats):
     assert torch.allclose(a[0], b[0], atol=1e-4)
     assert torch.allclose(a[0], alone[0], atol=1e-4)
     assert not torch.allclose(a[1], b[1], atol=1e-3)
+
+
+def test_memory_bound_does_not_change_the_maps(digits, digits_model, digits_stats):
+    """Chunked forward passes (max_batch) accumulate exactly the gradient of one big pass."""
+    x = digits[2][:3]
+    whole = _explainer(digits_model, digits_stats, max_batch=None).attribute(x, return_details=True)
+    chunked = _explainer(digits_model, digits_stats, max_batch=5).attribute(x, return_details=True)
+    assert torch.allclose(whole.feature_capacity, chunked.feature_capacity, atol=1e-4)
+    assert torch.allclose(whole.gan_mask, chunked.gan_mask, atol=1e-4)
+    assert torch.allclose(whole.attribution, chunked.attribution, atol=1e-3)
 
 
 def test_reproducible_under_seed(digits, digits_model, digits_stats):

@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from ._rng import SampleRNG, sample_seeds
-from .bottleneck import BottleneckResult, fit_feature_bottleneck, fit_input_bottleneck
+from .bottleneck import (
+    BottleneckResult,
+    fit_feature_bottleneck,
+    fit_input_bottleneck,
+    row_chunks,
+)
 from .config import InputIBAConfig, resolve_config
 from .estimator import LayerStatistics, _model_device, estimate_layer_statistics
 from .functional import capacity_map, target_probability
@@ -155,14 +160,20 @@ class _LayerAttribution:
         beta: float, steps: int, lr: float, draws: int,
     ) -> tuple[torch.Tensor, BottleneckResult]:
         split = self._layer_split()
+        max_batch = self.config.max_batch
+        x_rep = x.repeat_interleave(draws, dim=0)
+        # the head runs once, per fixed chunk of rows (its context may hold the chunk's size)
+        contexts, parts = {}, []
         with torch.no_grad():
-            r_rep, ctx = split.head(x.repeat_interleave(draws, dim=0))
-        r = r_rep[::draws]
+            for rows in row_chunks(x_rep.shape[0], max_batch):
+                r_rows, contexts[rows.start] = split.head(x_rep[rows])
+                parts.append(r_rows)
+        r = torch.cat(parts)[::draws]
         mean, std, active = self._stats_tensors(r)
         res = fit_feature_bottleneck(
-            lambda z: split.tail(z, ctx), r, target, mean, std, active, rng,
-            beta=beta, steps=steps, lr=lr, draws=draws, sigma=sigma,
-            init_alpha=self.config.init_alpha, progress=self.progress,
+            lambda z, rows: split.tail(z, contexts[rows.start]), r, target, mean, std, active,
+            rng, beta=beta, steps=steps, lr=lr, draws=draws, sigma=sigma,
+            init_alpha=self.config.init_alpha, max_batch=max_batch, progress=self.progress,
         )
         return r, res
 
@@ -368,7 +379,8 @@ class InputIBA(_LayerAttribution):
                 batch_size=cfg.gan_batch_size, epochs=cfg.gan_epochs,
                 critic_lr=cfg.gan_critic_lr, clip=cfg.gan_clip,
                 critic_iters=cfg.gan_critic_iters, lr_mean=cfg.gan_lr_mean,
-                lr_scale=cfg.gan_lr_scale, lr_theta=cfg.gan_lr_theta, progress=self.progress,
+                lr_scale=cfg.gan_lr_scale, lr_theta=cfg.gan_lr_theta, max_batch=cfg.max_batch,
+                progress=self.progress,
             )
             seconds["gan"] = time.perf_counter() - t0
 
@@ -377,7 +389,8 @@ class InputIBA(_LayerAttribution):
                 self.model, x, t, gan.mask, rng,
                 mean=cfg.input_mean, std=cfg.input_std, beta=cfg.input_beta,
                 steps=cfg.input_steps, lr=cfg.input_lr, draws=cfg.input_draws,
-                sigma=cfg.input_sigma, init_alpha=cfg.init_alpha, progress=self.progress,
+                sigma=cfg.input_sigma, init_alpha=cfg.init_alpha, max_batch=cfg.max_batch,
+                progress=self.progress,
             )
             seconds["input"] = time.perf_counter() - t0
 

@@ -21,6 +21,8 @@ __all__ = [
     "BottleneckResult",
     "fit_feature_bottleneck",
     "fit_input_bottleneck",
+    "backward_in_chunks",
+    "row_chunks",
 ]
 
 
@@ -47,6 +49,58 @@ def _smooth(lamb: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_smooth(lamb, sigma)
 
 
+def row_chunks(n: int, max_batch: int | None) -> list[slice]:
+    """The row slices :func:`backward_in_chunks` uses for ``n`` rows (always the same)."""
+    step = n if not max_batch or max_batch >= n else max_batch
+    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+def backward_in_chunks(
+    fn: Callable[[torch.Tensor, slice], torch.Tensor],
+    inputs: torch.Tensor,
+    max_batch: int | None,
+    grad_outputs: torch.Tensor | None = None,
+    loss: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
+    extra: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run ``fn(chunk, rows)`` over the rows of ``inputs`` in chunks and backpropagate.
+
+    The chunks are :func:`row_chunks` ``(len(inputs), max_batch)``.
+
+    Memory stays bounded by one chunk's activations while the gradient is exactly that of the
+    whole batch: ``inputs`` (a non-leaf tensor that depends on the parameters) receives the sum
+    of the chunks' gradients and passes it on to the parameters with one final backward.
+
+    Either ``loss(outputs_chunk, rows) -> per-row losses`` (their sum is differentiated) or
+    ``grad_outputs`` (the gradient w.r.t. ``fn``'s outputs) must be given. ``extra``, a scalar
+    loss sharing the parameters' graph, is differentiated in the same final backward.
+
+    Returns:
+        The per-row losses (detached) with ``loss``, else ``fn``'s outputs (detached).
+    """
+    leaf = inputs.detach().requires_grad_(True)
+    outs = []
+    for rows in row_chunks(inputs.shape[0], max_batch):
+        out = fn(leaf[rows], rows)
+        if loss is not None:
+            per_row = loss(out, rows)
+            per_row.sum().backward()
+            outs.append(per_row.detach())
+        else:
+            out.backward(grad_outputs[rows])
+            outs.append(out.detach())
+    tensors, grads = [], []
+    if inputs.requires_grad:
+        tensors.append(inputs)
+        grads.append(leaf.grad)
+    if extra is not None:
+        tensors.append(extra)
+        grads.append(None)
+    if tensors:
+        torch.autograd.backward(tensors, grads)
+    return torch.cat(outs)
+
+
 def _repeat(t: torch.Tensor, draws: int) -> torch.Tensor:
     """(B, ...) -> (B * draws, ...), sample-major (all draws of sample 0 first)."""
     return t.repeat_interleave(draws, dim=0)
@@ -68,6 +122,7 @@ def fit_feature_bottleneck(
     sigma: float = 0.0,
     init_alpha: float = 5.0,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
+    max_batch: int | None = None,
     progress: bool = False,
 ) -> BottleneckResult:
     """Stage 1: IBA's per-sample bottleneck on the layer activation ``r``.
@@ -76,7 +131,8 @@ def fit_feature_bottleneck(
     sample is ``cls + beta * mean(KL * active)``; Adam on alpha.
 
     Args:
-        tail: maps Z of shape (B * draws, *F) (sample-major) to logits (B * draws, K).
+        tail: ``tail(z, rows)`` maps the rows ``rows`` (a slice of the B * draws sample-major
+            rows, see :func:`row_chunks`) of Z, shape (len(rows), *F), to their logits.
         r: (B, *F) the activation at the layer, computed once.
         target: (B,) target class per sample.
         mean, std: (*F) layer statistics (std already floored), same device as ``r``.
@@ -88,6 +144,8 @@ def fit_feature_bottleneck(
         sigma: Gaussian smoothing of lambda in feature cells (images only; 0 = off).
         init_alpha: initial alpha (lambda = sigmoid(5) ~ 0.993: almost everything passes).
         loss_fn: per-sample classification loss ``(logits, target) -> (N,)``.
+        max_batch: at most this many rows (samples x draws) per forward pass (memory bound;
+            the gradient is the same); None: all at once.
         progress: show a progress bar.
 
     Returns:
@@ -98,26 +156,30 @@ def fit_feature_bottleneck(
     alpha = torch.full_like(r, init_alpha).requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     target_rep = _repeat(target, draws)
-    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+    # histories stay on the device until the end: no host sync per step
+    hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
     for step in tqdm(range(steps), desc="stage 1: feature bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         eps = rng.randn(draws, *r.shape[1:], dtype=r.dtype).to(r.device) * std + mean
         z = (lamb.unsqueeze(1) * r.unsqueeze(1) + (1 - lamb.unsqueeze(1)) * eps) * active
-        logits = tail(z.flatten(0, 1))
-        cls = loss_fn(logits, target_rep).view(b, draws).mean(1)
         info = (feature_kl(r, lamb, mean, std) * active).flatten(1).mean(1)
-        loss = cls + beta * info
-        loss.sum().backward()
+        cls = backward_in_chunks(
+            tail, z.flatten(0, 1), max_batch,
+            loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
+            extra=(beta * info).sum(),
+        ).view(b, draws).sum(1)
+        loss = cls + beta * info.detach()
         opt.step()
-        hist["total"][:, step] = loss.detach().cpu()
-        hist["cls"][:, step] = cls.detach().cpu()
-        hist["info"][:, step] = info.detach().cpu()
+        hist["total"][:, step] = loss.detach()
+        hist["cls"][:, step] = cls
+        hist["info"][:, step] = info.detach()
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = feature_kl(r, lamb, mean, std) * active
-    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
+                            losses={k: v.cpu() for k, v in hist.items()})
 
 
 def fit_input_bottleneck(
@@ -138,6 +200,7 @@ def fit_input_bottleneck(
     init_alpha: float = 5.0,
     valid: torch.Tensor | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
+    max_batch: int | None = None,
     progress: bool = False,
 ) -> BottleneckResult:
     """Stage 3: the bottleneck on the input with the GAN mask as prior (InputIBA).
@@ -160,6 +223,7 @@ def fit_input_bottleneck(
         valid: optional (B, *alpha_shape) mask of elements that exist (padding = 0); invalid
             elements always pass unchanged and cost nothing.
         loss_fn: per-sample classification loss.
+        max_batch: at most this many rows (samples x draws) per forward pass (memory bound).
         progress: show a progress bar.
 
     Returns:
@@ -172,7 +236,7 @@ def fit_input_bottleneck(
     alpha.requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     target_rep = _repeat(target, draws)
-    hist = {k: torch.zeros(b, steps) for k in ("total", "cls", "info")}
+    hist = {k: torch.zeros(b, steps, device=x.device) for k in ("total", "cls", "info")}
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
 
@@ -190,19 +254,22 @@ def fit_input_bottleneck(
         lamb_z = lamb if w is None else torch.where(w.bool(), lamb, torch.ones_like(lamb))
         eps = rng.randn(draws, *x.shape[1:], dtype=x.dtype).to(x.device) * std + mean
         z = lamb_z.unsqueeze(1) * x.unsqueeze(1) + (1 - lamb_z.unsqueeze(1)) * eps
-        logits = forward(z.flatten(0, 1))
-        cls = loss_fn(logits, target_rep).view(b, draws).mean(1)
         info = info_of(input_prior_kl(x, lamb, prior_mask, mean, std))
-        loss = cls + beta * info
-        loss.sum().backward()
+        cls = backward_in_chunks(
+            lambda inp, _rows: forward(inp), z.flatten(0, 1), max_batch,
+            loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
+            extra=(beta * info).sum(),
+        ).view(b, draws).sum(1)
+        loss = cls + beta * info.detach()
         opt.step()
-        hist["total"][:, step] = loss.detach().cpu()
-        hist["cls"][:, step] = cls.detach().cpu()
-        hist["info"][:, step] = info.detach().cpu()
+        hist["total"][:, step] = loss.detach()
+        hist["cls"][:, step] = cls
+        hist["info"][:, step] = info.detach()
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = input_prior_kl(x, lamb, prior_mask, mean, std)
         if w is not None:
             kl = kl * w.expand_as(kl)
             lamb = lamb * w
-    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl, losses=hist)
+    return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
+                            losses={k: v.cpu() for k, v in hist.items()})

@@ -30,6 +30,8 @@ class InputIBAConfig:
     distribution in normalised input space).
 
     ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
+    ``max_batch``: at most this many images (samples x draws) per forward pass, which bounds
+    memory; results do not depend on it (gradients are accumulated exactly). None: no limit.
     """
 
     feat_beta: float = 20.0
@@ -62,6 +64,7 @@ class InputIBAConfig:
     input_std: float = 1.0
 
     seed: int = 0
+    max_batch: int | None = 16
 
     def replace(self, **changes: Any) -> InputIBAConfig:
         """A copy with ``changes`` applied (unknown names raise a TypeError naming them)."""

@@ -572,6 +572,39 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class _BaselineAdapter:
+    """Another method of :mod:`inputiba.explainers` behind InputIBA's ``attribute`` call."""
+
+    def __init__(self, method: str, rm: ResolvedModel, layer: str | None, user_layer: str | None,
+                 options: Mapping[str, Any]) -> None:
+        from .explainers import get_explainer
+
+        self.method = method
+        chosen = layer if method == "iba" else user_layer if method == "gradcam" else None
+        try:
+            self.explainer = get_explainer(method, rm.model, chosen, **dict(options))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ExplainError(f"Invalid {method} settings (options {dict(options)}): "
+                               f"{_one_line(exc)}") from None
+
+    @property
+    def statistics(self) -> Any:
+        return getattr(self.explainer, "statistics", None)
+
+    @statistics.setter
+    def statistics(self, value: Any) -> None:
+        self.explainer.statistics = value  # IBA only
+
+    def attribute(self, x: torch.Tensor, target: Any = None, seed: Any = None,
+                  return_details: bool = True) -> Any:
+        from types import SimpleNamespace
+
+        t0 = time.perf_counter()
+        res = self.explainer.attribute(x, target, return_raw=True)
+        return SimpleNamespace(attribution=res.map, targets=res.targets,
+                               seconds={self.method: time.perf_counter() - t0}, losses={})
+
+
 def _make_explainer(rm: ResolvedModel, layer: str, preset: str,
                     options: Mapping[str, Any], progress: bool) -> Any:
     from . import InputIBA
@@ -655,6 +688,7 @@ def explain_images(
     preprocess: Callable[[Any], torch.Tensor] | None = None,
     class_names: Sequence[str] | None = None,
     progress: bool = True,
+    method: str = "inputiba",
 ) -> list[dict[str, Any]]:
     """Explain images with InputIBA and write the output contract into ``out_dir``.
 
@@ -689,6 +723,10 @@ def explain_images(
         class_names: overrides the class names.
         progress: progress bars (per image and per stage) and a one-line summary on stderr.
             Skipped inputs are reported on stderr either way.
+        method: the attribution method, one of :func:`inputiba.explainers.available_explainers`
+            (default ``"inputiba"``). Other methods write the same files except the stage-1/2
+            maps; ``layer`` is IBA's layer, Grad-CAM's when given (else its last spatial
+            layer), and unused by the rest; ``options`` go to the method's constructor.
 
     Returns:
         This run's records (as written to ``results.json``), one per input, in input order;
@@ -754,37 +792,52 @@ def explain_images(
         raise ExplainError(f"Device {device!r} requested but CUDA is not available")
     torch.manual_seed(seed)
 
+    from .explainers import available_explainers
+
+    method = method.strip().lower().replace("-", "_")
+    if method not in available_explainers():
+        raise ExplainError(
+            f"Unknown method {method!r}; choose from {', '.join(available_explainers())}"
+        )
     rm = resolve_model(model, weights, preprocess, class_names, device)
+    user_layer = layer
     if layer is None:
         from .models import default_layer
 
         layer = default_layer(rm.name) if isinstance(model, str) else None
-        if layer is None:
+        if layer is None and method in ("inputiba", "iba"):
             raise ExplainError(
                 f"No default layer known for model {rm.name!r}; pass one (--layer NAME), e.g. "
                 "the output of a middle convolutional block (inputiba.layers.layer_names(model) "
                 "lists them)"
             )
     try:
-        get_layer(rm.model, layer)
+        if layer is not None:
+            get_layer(rm.model, layer)
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
     resolved_targets = [resolve_target(t, rm.class_names, rm.num_classes) for t in targets_in]
     opts = dict(options or {})
-    explainer = _make_explainer(rm, layer, preset, opts, progress)
-
-    stats, stats_info = _obtain_statistics(rm, layer, estimation, statistics, estimation_samples,
-                                           device, seed, progress)
-    explainer.statistics = stats
+    stats_info = None
+    if method == "inputiba":
+        explainer = _make_explainer(rm, layer, preset, opts, progress)
+    else:
+        explainer = _BaselineAdapter(method, rm, layer, user_layer, opts)
+    if method in ("inputiba", "iba"):
+        stats, stats_info = _obtain_statistics(rm, layer, estimation, statistics,
+                                               estimation_samples, device, seed, progress)
+        explainer.statistics = stats
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "model": rm.name, "weights": None if weights is None else str(weights), "layer": layer,
         "preset": preset, "options": opts, "batch_size": batch_size, "device": device,
         "seed": seed, "input_size": list(rm.input_size), "statistics": stats_info,
-        "inputiba": __version__,
+        "inputiba": __version__, "method": method,
     }
     subtitle = f"model {rm.name}, layer {layer}, preset {preset}"
+    if method != "inputiba":
+        subtitle = f"{method}, model {rm.name}"
 
     bar = tqdm(total=len(sources), desc="explain", unit="image", disable=not progress)
     for start in range(0, len(sources), batch_size):
@@ -903,7 +956,9 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             probability=prob,
             predicted={"index": predicted[j], "name": _class_name(rm, predicted[j]),
                        "probability": float(probs[j, predicted[j]])},
-            method="InputIBA", settings=dict(settings),
+            method={"inputiba": "InputIBA"}.get(settings.get("method", "inputiba"),
+                                                settings.get("method")),
+            settings=dict(settings),
             seconds={**seconds, "write": round(time.perf_counter() - t0, 3)},
             losses=losses, outputs=outputs,
             feature_max_bits=None if feature is None else float(feature.max()),

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._rng import SampleRNG
+from .bottleneck import backward_in_chunks, row_chunks
 
 __all__ = [
     "GroupedLinear",
@@ -120,7 +121,7 @@ class ImageCritic(nn.Module):
         b, n = feats.shape[:2]
         x = feats.transpose(0, 1).reshape(n, b * feats.shape[2], *feats.shape[3:])
         x = self.convs(x)  # (N, B * c3, h, w)
-        x = x.view(n, b, self.flat).transpose(0, 1)  # (B, N, flat)
+        x = x.reshape(n, b, self.flat).transpose(0, 1)  # (B, N, flat); reshape: channels-last input
         x = self.act(self.fc1(x))
         x = self.act(self.fc2(x))
         return self.fc3(x).squeeze(-1)
@@ -167,6 +168,7 @@ def fit_gan_mask(
     lr_mean: float = 0.1,
     lr_scale: float = 0.05,
     lr_theta: float = 0.003,
+    max_batch: int | None = None,
     progress: bool = False,
 ) -> GanResult:
     """Train B generators against B critics; return the generators' input masks.
@@ -198,6 +200,8 @@ def fit_gan_mask(
         feature_mean, feature_std, active: (*F) layer statistics (``"lambda"`` mode).
         dataset_size, subset_size, batch_size, epochs, critic_lr, clip, critic_iters,
             lr_mean, lr_scale, lr_theta: the WGAN's settings (DESIGN.md defaults).
+        max_batch: at most this many generator inputs per forward pass (memory bound; the
+            gradients are the same); None: all at once.
         progress: show a progress bar over epochs.
 
     Returns:
@@ -227,13 +231,16 @@ def fit_gan_mask(
     critic.to(dev).train()
     opt_d = torch.optim.RMSprop(critic.parameters(), lr=critic_lr)
 
-    def generate(n: int) -> torch.Tensor:
-        g = rng.randn(n, *in_shape, dtype=dt).to(dev)
+    def masked_inputs(g: torch.Tensor) -> torch.Tensor:
+        """(B * n, *I) generator inputs for noise g (B, n, *I); differentiable in the params."""
         m = torch.sigmoid(theta).unsqueeze(1)
         noise = noise_scale.unsqueeze(1) * g + noise_mean.unsqueeze(1)
-        masked = m * x.unsqueeze(1) + (1 - m) * noise
-        feats = features_of(masked.flatten(0, 1))
-        return feats.view(b, n, *feats.shape[1:])
+        return (m * x.unsqueeze(1) + (1 - m) * noise).flatten(0, 1)
+
+    def features(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([features_of(inputs[rows])
+                              for rows in row_chunks(inputs.shape[0], max_batch)])
 
     n_subsets = max(1, dataset_size // subset_size)
     feat_shape = tuple(r.shape[1:])
@@ -266,14 +273,18 @@ def fit_gan_mask(
             n = idx.shape[1]
             real = real_batch(idx, sub_mean, sub_std)
             train_g = i % critic_iters == 0
+            g = rng.randn(n, *in_shape, dtype=dt).to(dev)
             # the generator does not change during a critic step, so when the generator trains
-            # on this batch its (differentiable) output doubles as the critic's fake batch
-            if train_g:
-                fake_g = generate(n)
+            # on this batch its output doubles as the critic's fake batch
+            single = not max_batch or b * n <= max_batch
+            if train_g and single:
+                fake_g = features_of(masked_inputs(g))
+                fake_g = fake_g.view(b, n, *fake_g.shape[1:])
                 fake = fake_g.detach()
             else:
                 with torch.no_grad():
-                    fake = generate(n)
+                    fake = features(masked_inputs(g))
+                fake = fake.view(b, n, *fake.shape[1:])
             opt_d.zero_grad(set_to_none=True)
             loss_d = -critic(real).mean(1) + critic(fake).mean(1)
             loss_d.sum().backward()
@@ -281,13 +292,20 @@ def fit_gan_mask(
             with torch.no_grad():
                 for p in critic.parameters():
                     p.clamp_(-clip, clip)
-            d_hist.append(loss_d.detach().cpu())
+            d_hist.append(loss_d.detach())
             if train_g:
                 opt_g.zero_grad(set_to_none=True)
-                loss_g = -critic(fake_g).mean(1)
-                loss_g.sum().backward()
+                if single:
+                    loss_g = -critic(fake_g).mean(1)
+                    loss_g.sum().backward()
+                else:  # memory-bounded: recompute the features with grad, chunk by chunk
+                    fake_leaf = fake.requires_grad_(True)
+                    loss_g = -critic(fake_leaf).mean(1)
+                    loss_g.sum().backward()
+                    backward_in_chunks(lambda inp, _rows: features_of(inp), masked_inputs(g),
+                                       max_batch, grad_outputs=fake_leaf.grad.flatten(0, 1))
                 opt_g.step()
-                g_hist.append(loss_g.detach().cpu())
+                g_hist.append(loss_g.detach())
     empty = torch.zeros(b, 0)
     return GanResult(
         mask=torch.sigmoid(theta).detach(),
@@ -295,7 +313,7 @@ def fit_gan_mask(
         noise_mean=noise_mean.detach(),
         noise_scale=noise_scale.detach(),
         losses={
-            "critic": torch.stack(d_hist, 1) if d_hist else empty,
-            "generator": torch.stack(g_hist, 1) if g_hist else empty,
+            "critic": torch.stack(d_hist, 1).cpu() if d_hist else empty,
+            "generator": torch.stack(g_hist, 1).cpu() if g_hist else empty,
         },
     )

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("explain", "evaluate")
+SUBCOMMANDS: tuple[str, ...] = (
+    "explain", "evaluate", "compare", "explain_dataset", "split_dataset",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

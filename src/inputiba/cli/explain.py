@@ -88,6 +88,10 @@ def register(subparsers: Any) -> None:
                         "stand-in of random crops of the built-in photos, with a warning)")
     p.add_argument("--estimation-samples", type=_positive_int, metavar="N",
                    help="use at most N estimation images (default: all; 256 for the stand-in)")
+    p.add_argument("--method", default="inputiba", metavar="METHOD",
+                   help="attribution method: inputiba (default), iba, gradcam, "
+                        "integrated_gradients, guided_backprop, deepshap, extremal_perturbation, "
+                        "random; --set KEY=VALUE then sets that method's options")
     p.add_argument("-p", "--preset", default="fast", choices=("fast", "paper"),
                    help="settings: 'fast' (default) or 'paper' (the original configuration)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
@@ -134,5 +138,6 @@ def run(args: argparse.Namespace) -> int:
             out_dir=args.out,
             estimation_samples=args.estimation_samples,
             progress=not args.quiet,
+            method=args.method,
         )
     return 0 if records and all(r["status"] == "ok" for r in records) else 1

@@ -1,0 +1,177 @@
+"""Speed, memory and map quality of InputIBA (the core library), printed, never asserted.
+
+For each model and batch size, one subprocess runs the three stages at the chosen settings and
+reports seconds per image by stage and the peak memory of that process (CPU: peak RSS; CUDA:
+peak allocated). ``--scale`` runs that fraction of every stage's steps/epochs and scales the
+times back up (the cost per step is constant), for slow configurations such as VGG16 on a CPU;
+the table says when it did.
+
+``--reference`` also explains the two photos of ``shared/reference-maps`` with EfficientNet-Lite0
+at the original settings (statistics from the 9 built-in photos, as the reference) and prints the
+deletion and insertion AUC of this project's maps next to the original code's maps.
+
+Examples:
+    python benchmarks/bench_core.py                                  # EfficientNet-Lite0, B = 1, 4, 8
+    python benchmarks/bench_core.py --models vgg16 --scale 0.1       # VGG16 features.17, extrapolated
+    python benchmarks/bench_core.py --batch-sizes 1 --reference      # + AUCs vs the original's maps
+    python benchmarks/bench_core.py --device cuda --batch-sizes 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODELS = {"effnet": ("efficientnet-lite0", "_blocks.5"), "vgg16": ("vgg16", "features.17")}
+REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-maps"
+TARGETS = {"chelsea": 285, "coffee": 967}
+
+
+def _scaled_config(preset: str, scale: float):
+    from inputiba.config import resolve_config
+
+    cfg = resolve_config(preset)
+    if scale >= 1:
+        return cfg
+    return cfg.replace(
+        feat_steps=max(1, round(cfg.feat_steps * scale)),
+        gan_epochs=max(1, round(cfg.gan_epochs * scale)),
+        input_steps=max(1, round(cfg.input_steps * scale)),
+    )
+
+
+def _estimation_batches(prep, n: int = 9):
+    from inputiba.assets import builtin_photos
+
+    x = prep.batch(list(builtin_photos().values()))
+    return [x[:n]]
+
+
+def run_single(model_key: str, batch: int, preset: str, scale: float, device: str) -> dict:
+    from inputiba import InputIBA
+    from inputiba.assets import builtin_photos
+    from inputiba.models import load_model
+
+    name, layer = MODELS[model_key]
+    model, prep = load_model(name, device=device)  # VGG16: random weights (timing only)
+    photos = list(builtin_photos().values())
+    x = prep.batch([photos[i % len(photos)] for i in range(batch)]).to(device)
+    cfg = _scaled_config(preset, scale)
+    ex = InputIBA(model, layer, preset=cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex.estimate([x[: min(batch, 4)].cpu().to(device)], progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    res = ex.attribute(x, target=0 if model_key == "vgg16" else None, return_details=True)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    full = _scaled_config(preset, 1.0)
+    factors = {
+        "feature": full.feat_steps / cfg.feat_steps,
+        "gan": full.gan_epochs / cfg.gan_epochs,
+        "input": full.input_steps / cfg.input_steps,
+    }
+    per_image = {k: v * factors[k] / batch for k, v in res.seconds.items()}
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {
+        "model": model_key, "batch": batch, "device": device, "scale": scale,
+        "per_image": per_image, "total_per_image": sum(per_image.values()),
+        "measured_total_s": total, "peak_gib": peak, "threads": torch.get_num_threads(),
+    }
+
+
+def reference_comparison(preset: str, auc_step: float) -> None:
+    from inputiba import InputIBA
+    from inputiba.assets import builtin_photos
+    from inputiba.metrics.functional import deletion, insertion
+    from inputiba.models import load_model
+
+    model, prep = load_model("efficientnet-lite0")
+    photos = builtin_photos()
+    ex = InputIBA(model, "_blocks.5", preset=preset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex.estimate(_estimation_batches(prep), progress=False)
+    names = list(TARGETS)
+    x = prep.batch([photos[n] for n in names])
+    t = torch.tensor([TARGETS[n] for n in names])
+    t0 = time.perf_counter()
+    res = ex.attribute(x, target=t, return_details=True)
+    secs = time.perf_counter() - t0
+    ours = res.attribution[:, 0]
+    print(f"\nReference photos, preset {preset!r}: {secs:.1f} s for {len(names)} images "
+          f"(stages: {', '.join(f'{k} {v:.1f} s' for k, v in res.seconds.items())})")
+    print(f"AUCs with {auc_step} of the pixels a step (deletion: zeros; insertion: blur sigma 15)")
+    print(f"{'image':10s} {'maps':10s} {'deletion (lower better)':>24s} {'insertion (higher better)':>26s}")
+    for i, n in enumerate(names):
+        ref = torch.from_numpy(np.load(REFERENCE / f"effnet_{n}_input_mask.npy")).float()
+        for label, m in (("inputiba", ours[i]), ("original", ref)):
+            d = deletion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
+            ins = insertion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
+            print(f"{n:10s} {label:10s} {d:24.4f} {ins:26.4f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["effnet"], choices=sorted(MODELS))
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 8])
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the steps to run (times are scaled back)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reference", action="store_true", help="compare AUCs with the original's maps")
+    p.add_argument("--largest-batch", action="store_true",
+                   help="after the listed sizes, keep doubling the batch until it no longer fits "
+                        "(for CUDA: images per second at the largest batch that fits)")
+    p.add_argument("--auc-step", type=float, default=0.01)
+    p.add_argument("--single", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.single:
+        out = run_single(args.single[0], int(args.single[1]), args.preset, args.scale, args.device)
+        print("RESULT " + json.dumps(out))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"preset {args.preset!r}, scale {args.scale}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'model':7s} {'B':>3s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
+          f"{'total s/img':>12s} {'img/s':>7s} {'peak GiB':>9s}")
+    for m in args.models:
+        sizes = list(args.batch_sizes)
+        while sizes:
+            b = sizes.pop(0)
+            cmd = [sys.executable, __file__, "--single", m, str(b), "--preset", args.preset,
+                   "--scale", str(args.scale), "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{m:7s} {b:3d}  failed: {err}")
+                break
+            r = json.loads(line[7:])
+            s = r["per_image"]
+            tag = " (extrapolated)" if args.scale < 1 else ""
+            print(f"{m:7s} {b:3d} {s['feature']:13.2f} {s['gan']:13.2f} {s['input']:13.2f} "
+                  f"{r['total_per_image']:12.2f} {1 / r['total_per_image']:7.3f} {r['peak_gib']:9.2f}{tag}")
+            if args.largest_batch and not sizes:
+                sizes.append(b * 2)
+    if args.reference:
+        reference_comparison(args.preset, args.auc_step)
+
+
+if __name__ == "__main__":
+    main()

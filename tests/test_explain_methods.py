@@ -1,0 +1,46 @@
+"""``inputiba explain --method``: the baselines write the same output contract as InputIBA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inputiba.cli import main
+
+TINY = f"{Path(__file__).parent / '_tiny_model.py'}:factory"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    from inputiba.assets import builtin_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(builtin_photos(["chelsea"])["chelsea"]).save(folder / "chelsea.png")
+    return folder / "chelsea.png"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients", "random"])
+def test_explain_with_a_baseline_method(photo, tmp_path, method):
+    out = tmp_path / method
+    rc = main(["explain", str(photo), "--model", TINY, "--method", method, "-o", str(out),
+               "-q", "--device", "cpu", "--target", "2"])
+    assert rc == 0
+    m = np.load(out / "chelsea.npy")
+    assert m.dtype.kind == "f" and m.shape == (300, 451)  # the photo's size
+    assert m.min() >= 0 and m.max() <= 1 and m.max() > 0.9
+    assert not (out / "chelsea.feature.npy").exists()  # no InputIBA stages for a baseline
+    rec = json.loads((out / "results.json").read_text())
+    rec = rec["images"][0] if isinstance(rec, dict) else rec[0]
+    assert rec["status"] == "ok" and rec["method"] == method and rec["target"]["index"] == 2
+
+
+def test_explain_unknown_method_is_a_clear_error(photo, tmp_path, capsys):
+    rc = main(["explain", str(photo), "--model", TINY, "--method", "gradcma", "-o",
+               str(tmp_path), "-q"])
+    assert rc != 0
+    assert "Unknown method 'gradcma'; choose from inputiba, iba, gradcam" in capsys.readouterr().err

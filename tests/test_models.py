@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from inputiba.models import Preprocess, class_index, default_layer, imagenet_class_names, load_model
+
+
+def test_torchvision_by_name_with_a_local_weights_file(tmp_path):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(num_classes=7)
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
+    model, prep = load_model("resnet18", weights=path, num_classes=7)
+    assert not model.training
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref.eval()(x))
+    assert prep.mean == (0.485, 0.456, 0.406)
+
+
+def test_weights_that_do_not_fit_and_missing_files(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_model("resnet18", weights=path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model("resnet18", weights=tmp_path / "nope.pth")
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(ValueError, match="resnet50"):
+        load_model("resnet5O")
+    with pytest.raises(ValueError, match="Cannot import"):
+        load_model("no_such_module:factory")
+
+
+def test_module_factory():
+    model, _ = load_model("torchvision.models:resnet18")
+    assert isinstance(model, torchvision.models.ResNet)
+
+
+def test_class_names_and_targets():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[285] == "Egyptian cat"
+    assert class_index("espresso") == 967 and class_index("Egyptian Cat") == 285
+    assert class_index(3, 10) == 3
+    with pytest.raises(ValueError, match="out of range"):
+        class_index(10, 10)
+    with pytest.raises(ValueError, match="espresso"):
+        class_index("expresso")
+    assert default_layer("vgg16") == "features.17" and default_layer("efficientnet-lite0") == "_blocks.5"
+
+
+def test_preprocess_resizes_whole_image_and_normalises():
+    prep = Preprocess(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    img = np.full((40, 60, 3), 255, np.uint8)
+    t = prep(img)
+    assert t.shape == (3, 32, 32) and torch.allclose(t, torch.ones_like(t))
+    grey = np.zeros((10, 10), np.uint8)
+    assert torch.allclose(prep(grey), -torch.ones(3, 32, 32))
+    assert torch.allclose(prep.denormalize(t), torch.ones_like(t))
