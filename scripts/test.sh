@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 . .venv/bin/activate
-ruff check src tests benchmarks
+ruff check src tests benchmarks examples
 python -m pytest -q "$@"

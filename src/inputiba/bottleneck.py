@@ -101,13 +101,21 @@ def backward_in_chunks(
     return torch.cat(outs)
 
 
+def _mean_per_sample(kl: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B,) mean of ``kl`` per sample, over the valid elements only when a mask is given."""
+    if valid is None:
+        return kl.flatten(1).mean(1)
+    w = valid.expand_as(kl)
+    return (kl * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+
+
 def _repeat(t: torch.Tensor, draws: int) -> torch.Tensor:
     """(B, ...) -> (B * draws, ...), sample-major (all draws of sample 0 first)."""
     return t.repeat_interleave(draws, dim=0)
 
 
 def fit_feature_bottleneck(
-    tail: Callable[[torch.Tensor], torch.Tensor],
+    tail: Callable[[torch.Tensor, slice], torch.Tensor],
     r: torch.Tensor,
     target: torch.Tensor,
     mean: torch.Tensor,
@@ -121,6 +129,7 @@ def fit_feature_bottleneck(
     draws: int = 10,
     sigma: float = 0.0,
     init_alpha: float = 5.0,
+    valid: torch.Tensor | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
     max_batch: int | None = None,
     progress: bool = False,
@@ -143,6 +152,9 @@ def fit_feature_bottleneck(
         draws: noise draws per sample per step (the original's "batch_size").
         sigma: Gaussian smoothing of lambda in feature cells (images only; 0 = off).
         init_alpha: initial alpha (lambda = sigmoid(5) ~ 0.993: almost everything passes).
+        valid: optional (B, ...) mask broadcastable to ``r`` of elements that exist (for token
+            features (B, T, 1), padding = 0): invalid elements pass unchanged, cost nothing and
+            are left out of the information loss's mean (and their ``kl`` and ``lamb`` are 0).
         loss_fn: per-sample classification loss ``(logits, target) -> (N,)``.
         max_batch: at most this many rows (samples x draws) per forward pass (memory bound;
             the gradient is the same); None: all at once.
@@ -158,13 +170,17 @@ def fit_feature_bottleneck(
     target_rep = _repeat(target, draws)
     # histories stay on the device until the end: no host sync per step
     hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
+    w = None if valid is None else valid.to(r.dtype).expand_as(r)
+
     for step in tqdm(range(steps), desc="stage 1: feature bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         eps = rng.randn(draws, *r.shape[1:], dtype=r.dtype).to(r.device) * std + mean
         z = (lamb.unsqueeze(1) * r.unsqueeze(1) + (1 - lamb.unsqueeze(1)) * eps) * active
-        info = (feature_kl(r, lamb, mean, std) * active).flatten(1).mean(1)
+        if w is not None:  # invalid elements (padding) pass unchanged
+            z = torch.where(w.bool().unsqueeze(1), z, r.unsqueeze(1))
+        info = _mean_per_sample(feature_kl(r, lamb, mean, std) * active, w)
         cls = backward_in_chunks(
             tail, z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
@@ -178,6 +194,9 @@ def fit_feature_bottleneck(
     with torch.no_grad():
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = feature_kl(r, lamb, mean, std) * active
+        if w is not None:
+            kl = kl * w
+            lamb = lamb * w
     return BottleneckResult(lamb=lamb.detach(), alpha=alpha.detach(), kl=kl,
                             losses={k: v.cpu() for k, v in hist.items()})
 
@@ -240,12 +259,6 @@ def fit_input_bottleneck(
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
 
-    def info_of(kl: torch.Tensor) -> torch.Tensor:
-        if w is None:
-            return kl.flatten(1).mean(1)
-        wk = w.expand_as(kl)
-        return (kl * wk).flatten(1).sum(1) / wk.flatten(1).sum(1).clamp_min(1)
-
     for step in tqdm(range(steps), desc="stage 3: input bottleneck", disable=not progress,
                      leave=False):
         opt.zero_grad(set_to_none=True)
@@ -254,7 +267,7 @@ def fit_input_bottleneck(
         lamb_z = lamb if w is None else torch.where(w.bool(), lamb, torch.ones_like(lamb))
         eps = rng.randn(draws, *x.shape[1:], dtype=x.dtype).to(x.device) * std + mean
         z = lamb_z.unsqueeze(1) * x.unsqueeze(1) + (1 - lamb_z.unsqueeze(1)) * eps
-        info = info_of(input_prior_kl(x, lamb, prior_mask, mean, std))
+        info = _mean_per_sample(input_prior_kl(x, lamb, prior_mask, mean, std), w)
         cls = backward_in_chunks(
             lambda inp, _rows: forward(inp), z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,

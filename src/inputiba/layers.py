@@ -28,6 +28,7 @@ __all__ = [
     "LayerNotFoundError",
     "get_layer",
     "layer_names",
+    "layer_shapes",
     "layer_output",
     "replace_output",
     "LayerSplit",
@@ -45,6 +46,54 @@ class LayerNotFoundError(KeyError):
 def layer_names(model: nn.Module) -> list[str]:
     """All dotted names of the model's submodules (the root, ``''``, excluded)."""
     return [name for name, _ in model.named_modules() if name]
+
+
+def layer_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Every submodule's output shape on input ``x``, in the order the forward pass enters them
+    (a container before its children).
+
+    Args:
+        model: the network (run as it is, under ``torch.no_grad``).
+        x: an input batch, e.g. zeros of shape (1, C, H, W).
+
+    Returns:
+        ``(dotted name, module type, output shape without the batch dimension)`` for each
+        submodule that ran and returned a tensor (or a tuple starting with one); a module run
+        several times is listed once, with its first output.
+    """
+    seen: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+    order: dict[str, int] = {}
+    handles = []
+
+    def enter(name: str) -> Callable[..., None]:
+        def record(_module: nn.Module, _inp: Any) -> None:
+            order.setdefault(name, len(order))
+
+        return record
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, _inp: Any, out: Any) -> None:
+            if name in seen:
+                return
+            try:
+                t = _first_tensor(out)
+            except TypeError:
+                return
+            seen[name] = (name, type(module).__name__, tuple(t.shape[1:]))
+
+        return record
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(seen.values(), key=lambda row: order[row[0]])
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:

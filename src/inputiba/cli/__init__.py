@@ -16,7 +16,8 @@ from .. import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
-    "explain", "evaluate", "compare", "explain_dataset", "split_dataset",
+    "explain", "explain_text", "evaluate", "compare", "explain_dataset", "split_dataset",
+    "layers",
 )
 
 

@@ -82,7 +82,23 @@ def _statistics_loader(args: argparse.Namespace, model: Any, preprocess: Any, la
     return load
 
 
+#: Run-configuration key -> argument name; ``estimation.source`` must be a statistics file
+#: here (compare estimates from stand-in crops otherwise).
+CONFIG_KEYS = {
+    "model.name": "model", "model.weights": "weights", "model.layer": "layer",
+    "estimation.source": "statistics", "estimation.n_samples": "estimation_samples",
+    "preset": "preset", "seed": "seed", "output.dir": "out",
+}
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..runconfig import RunConfigError, write_run_config
+    from ._runconfig import apply_config
+
+    cfg = apply_config(args, CONFIG_KEYS)
+    if args.statistics and not Path(args.statistics).is_file():
+        raise RunConfigError(f"compare needs a statistics file as estimation.source / "
+                             f"--statistics, not {args.statistics!r}")
     from ..compare import (
         build_explainer_factory,
         choose_targets,
@@ -105,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, preprocess = resolve_model(args.model, args.weights)
+    pre = cfg.model.preprocessing
+    if pre is not None and (tuple(pre.build().hw), tuple(pre.mean), tuple(pre.std)) != (
+        tuple(getattr(preprocess, "hw", ())), tuple(getattr(preprocess, "mean", ())),
+        tuple(getattr(preprocess, "std", ())),
+    ):
+        raise RunConfigError(
+            f"compare uses {args.model}'s own preprocessing (the evaluation reloads the model); "
+            "the configuration's model.preprocessing differs: remove it or use 'inputiba explain'"
+        )
     model = model.to(args.device)
     layer = args.layer or default_layer(args.model)
     if layer is None and any(m in ("inputiba", "iba") for m in methods):
@@ -132,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     targets_file.write_text(json.dumps(targets, indent=2))
 
     options: dict[str, dict[str, Any]] = {
-        "inputiba": {"preset": args.preset, "seed": args.seed},
+        "inputiba": {**cfg.inputiba, "preset": args.preset, "seed": args.seed},
         "iba": {"seed": args.seed},
         "extremal_perturbation": {"steps": args.ep_steps},
         "integrated_gradients": {"n_steps": args.ig_steps},
@@ -189,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "comparison.md").write_text(header + table)
     figure_grid(items, methods, out / "maps", out / "grid.png")
     write_report(out, table, methods, settings)
+    write_run_config(cfg, out)
     if not args.quiet:
         print(header + table)
         print(f"wrote {out / 'comparison.md'} and {out / 'report.html'}")
@@ -196,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ._runconfig import Default, add_config_argument
+
     p = subparsers.add_parser(
         "compare",
         help="compare attribution methods with the evaluation suite (table + HTML report)",
@@ -221,17 +249,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "annotations/<split>/<wnid>/*.xml")
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, default=0, help="use the first N images (0: all)")
-    p.add_argument("--model", default="efficientnet-lite0")
+    add_config_argument(p)
+    p.add_argument("--model", default=Default("efficientnet-lite0"))
     p.add_argument("--weights", help="weights file (or torchvision weights name)")
     p.add_argument("--layer", help="InputIBA/IBA bottleneck layer (default: the model's)")
     p.add_argument("--gradcam-layer", help="Grad-CAM layer (default: the last spatial one)")
-    p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--preset", default=Default("fast"), choices=("fast", "paper"))
     p.add_argument("--statistics", help="LayerStatistics file for --layer")
-    p.add_argument("--estimation-samples", type=int, default=200,
+    p.add_argument("--estimation-samples", type=int, default=Default(200),
                    help="stand-in crops to estimate the statistics when none are given")
     p.add_argument("--ep-steps", type=int, default=150, help="extremal perturbation steps")
     p.add_argument("--ig-steps", type=int, default=50, help="integrated gradients steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=Default(0))
     p.add_argument("--metrics", nargs="+",
                    default=["deletion", "insertion", "sensitivity", "ehr", "pointing", "mass"])
     p.add_argument("--sensitivity-subsets", type=int, default=100,
@@ -244,6 +273,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--re-evaluate", action="store_true",
                    help="rerun the evaluation even when no map changed")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    p.add_argument("--out", default=Default("compare"), help="output folder (default ./compare)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

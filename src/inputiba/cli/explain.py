@@ -27,10 +27,15 @@ examples:
       (model, preprocess, class_names)
   inputiba explain x.png --set input_steps=20 --set gan_epochs=5
       override single InputIBA hyper-parameters (keyword arguments of inputiba.InputIBA)
+  inputiba explain x.png --config vgg16_imagenet --weights my_vgg16.pth
+      a shipped run configuration (or a YAML file); explicit flags override its values
+  inputiba explain x.png --config inputiba-out/config.yaml -o again
+      reproduce an earlier run from the configuration it wrote
 
 outputs (per image <stem>): <stem>.npy (float32 map at the original size, in [0, 1]),
 <stem>.png (overlay), <stem>.feature.npy (stage 1, bits), <stem>.gan.npy (stage 2 mask);
-and results.json, index.html. Exit status 0 when every image was explained, 1 otherwise.
+and results.json, index.html, config.yaml (the resolved run configuration). Exit status 0
+when every image was explained, 1 otherwise.
 """
 
 
@@ -56,9 +61,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Run-configuration key -> argument name (see :mod:`inputiba.cli._runconfig`).
+CONFIG_KEYS = {
+    "model.name": "model", "model.weights": "weights", "model.layer": "layer",
+    "estimation.source": "estimation", "estimation.n_samples": "estimation_samples",
+    "preset": "preset", "seed": "seed", "output.dir": "out",
+}
+
+
 def register(subparsers: Any) -> None:
     """Add the ``explain`` parser."""
     from ..explain import DEFAULT_OUT_DIR
+    from ._runconfig import Default, add_config_argument
 
     p = subparsers.add_parser(
         "explain",
@@ -73,7 +87,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders of images (default: the built-in photos)")
-    p.add_argument("-m", "--model", default="efficientnet-lite0",
+    add_config_argument(p)
+    p.add_argument("-m", "--model", default=Default("efficientnet-lite0"),
                    help="efficientnet-lite0 (built in, offline), a torchvision name (resnet50, "
                         "vgg16, ...), timm:NAME, or module:factory / file.py:factory "
                         "(default: %(default)s)")
@@ -92,7 +107,7 @@ def register(subparsers: Any) -> None:
                    help="attribution method: inputiba (default), iba, gradcam, "
                         "integrated_gradients, guided_backprop, deepshap, extremal_perturbation, "
                         "random; --set KEY=VALUE then sets that method's options")
-    p.add_argument("-p", "--preset", default="fast", choices=("fast", "paper"),
+    p.add_argument("-p", "--preset", default=Default("fast"), choices=("fast", "paper"),
                    help="settings: 'fast' (default) or 'paper' (the original configuration)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
@@ -100,8 +115,8 @@ def register(subparsers: Any) -> None:
                    help="images explained together: faster per image, but each costs about "
                         "2.5 GB of memory with EfficientNet-Lite0 (default: %(default)s)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("-o", "--out", default=DEFAULT_OUT_DIR, metavar="DIR",
+    p.add_argument("--seed", type=int, default=Default(0), help="random seed (default: %(default)s)")
+    p.add_argument("-o", "--out", default=Default(DEFAULT_OUT_DIR), metavar="DIR",
                    help="output folder (default: ./%(default)s)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars and no summary (errors and warnings still shown)")
@@ -117,8 +132,16 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain``; 0 when every image was explained, 1 when any failed."""
+    """Run ``explain``; 0 when every image was explained, 1 when any failed.
+
+    Writes the resolved run configuration as ``OUT/config.yaml`` (see ``--config``).
+    """
     from ..explain import explain_images
+    from ..runconfig import write_run_config
+    from ._runconfig import apply_config
+
+    cfg = apply_config(args, CONFIG_KEYS, inputiba_options=args.method == "inputiba")
+    pre = cfg.model.preprocessing
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -139,5 +162,7 @@ def run(args: argparse.Namespace) -> int:
             estimation_samples=args.estimation_samples,
             progress=not args.quiet,
             method=args.method,
+            preprocess=pre.build() if pre is not None else None,
         )
+    write_run_config(cfg, args.out)
     return 0 if records and all(r["status"] == "ok" for r in records) else 1

@@ -26,14 +26,25 @@ examples:
 outputs: the per-image files of 'inputiba explain' (<stem>.npy, .png, .feature.npy, .gan.npy;
 flat '<class>__<stem>' or '--layout class' '<class>/<stem>'), records/rank<r>.jsonl (one line per
 finished item, what a rerun skips), failures.jsonl (item, error), results.json (dataset order),
-statistics.pt, run.json, summary.json, index.html. Exit status 0 when nothing failed, 1 otherwise.
+statistics.pt, run.json, summary.json, index.html, config.yaml (the resolved run configuration;
+'--config OUT/config.yaml' reruns it). Exit status 0 when nothing failed, 1 otherwise.
 """
+
+
+#: Run-configuration key -> argument name; ``estimation.source`` is --estimation or, for a
+#: file, --statistics.
+CONFIG_KEYS = {
+    "model.name": "model", "model.weights": "weights", "model.layer": "layer",
+    "estimation.source": "estimation", "estimation.n_samples": "estimation_samples",
+    "preset": "preset", "seed": "seed", "output.dir": "out", "output.layout": "layout",
+}
 
 
 def register(subparsers: Any) -> None:
     """Add the ``explain-dataset`` parser."""
     from ..explain import DEFAULT_OUT_DIR
     from ..runs import PRECISIONS
+    from ._runconfig import Default, add_config_argument
 
     p = subparsers.add_parser(
         "explain-dataset",
@@ -57,7 +68,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--targets", default="auto", metavar="MODE",
                    help="auto (folder class when known, else predicted), folder, predicted, or "
                         "one class index/name for all (default: %(default)s)")
-    p.add_argument("-m", "--model", default="efficientnet-lite0",
+    add_config_argument(p)
+    p.add_argument("-m", "--model", default=Default("efficientnet-lite0"),
                    help="as for 'inputiba explain' (default: %(default)s)")
     p.add_argument("-w", "--weights", metavar="FILE", help="weights file to load into the model")
     p.add_argument("-l", "--layer", help="hidden layer of the feature bottleneck")
@@ -66,7 +78,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--statistics", metavar="FILE", help="a saved statistics file instead")
     p.add_argument("--estimation-samples", type=_positive_int, metavar="N",
                    help="use at most N estimation images")
-    p.add_argument("-p", "--preset", default="fast", choices=("fast", "paper"),
+    p.add_argument("-p", "--preset", default=Default("fast"), choices=("fast", "paper"),
                    help="settings (default: %(default)s)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
@@ -76,7 +88,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                    help="autocast the network to bf16/fp16 (default: %(default)s)")
     p.add_argument("--channels-last", action="store_true", help="channels-last weights")
-    p.add_argument("--layout", default="flat", choices=("flat", "class"),
+    p.add_argument("--layout", default=Default("flat"), choices=("flat", "class"),
                    help="outputs in one folder, or one folder per class (default: %(default)s)")
     p.add_argument("--no-gallery", action="store_true", help="skip index.html at the end")
     p.add_argument("--gallery-limit", type=int, default=200, metavar="N",
@@ -84,8 +96,8 @@ def register(subparsers: Any) -> None:
                         "(default: %(default)s; results.json has all)")
     p.add_argument("--device", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK); default: cuda "
                                     "when available")
-    p.add_argument("--seed", type=int, default=0, help="item i uses seed + i (default: 0)")
-    p.add_argument("-o", "--out", default=DEFAULT_OUT_DIR, metavar="DIR",
+    p.add_argument("--seed", type=int, default=Default(0), help="item i uses seed + i (default: 0)")
+    p.add_argument("-o", "--out", default=Default(DEFAULT_OUT_DIR), metavar="DIR",
                    help="output folder (default: ./%(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
@@ -94,8 +106,27 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain-dataset``; 0 when no item failed, 1 otherwise."""
+    """Run ``explain-dataset``; 0 when no item failed, 1 otherwise. Writes the resolved run
+    configuration as ``OUT/config.yaml`` (see ``--config``)."""
+    import os
+    from pathlib import Path
+
+    from ..runconfig import RunConfigError, write_run_config
     from ..runs import explain_dataset
+    from ._runconfig import apply_config
+
+    statistics = args.statistics
+    if statistics and args.estimation:
+        raise RunConfigError("give --estimation FOLDER or --statistics FILE, not both")
+    if statistics:
+        args.estimation = statistics
+    cfg = apply_config(args, CONFIG_KEYS)
+    estimation = args.estimation
+    if estimation is not None and Path(estimation).is_file():
+        statistics, estimation = estimation, None
+    else:
+        statistics = None
+    pre = cfg.model.preprocessing
 
     targets: Any = args.targets
     if targets.strip().lstrip("-").isdigit():
@@ -106,12 +137,15 @@ def run(args: argparse.Namespace) -> int:
         summary = explain_dataset(
             args.dataset, model=args.model, weights=args.weights, layer=args.layer,
             targets=targets, split=args.split, subset=args.subset, class_index=args.class_index,
-            estimation=args.estimation, statistics=args.statistics,
+            estimation=estimation, statistics=statistics,
             estimation_samples=args.estimation_samples, preset=args.preset,
             options=dict(args.options), batch_size=args.batch_size, device=args.device,
             seed=args.seed, out_dir=args.out, layout=args.layout, precision=args.precision,
             channels_last=args.channels_last, gallery=not args.no_gallery,
             gallery_limit=args.gallery_limit,
             progress=not args.quiet,
+            preprocess=pre.build() if pre is not None else None,
         )
+    if os.environ.get("RANK", "0") == "0":  # one writer under torchrun
+        write_run_config(cfg, args.out)
     return 0 if summary.failed == 0 else 1

@@ -1,0 +1,93 @@
+"""``--config FILE`` for the commands that run attributions.
+
+Command-line defaults are wrapped in :class:`Default`, so after parsing a flag the user gave
+explicitly is a plain value and one left alone is still a :class:`Default`. :func:`apply_config`
+then fills the untouched flags from the configuration file (explicit flags win), unwraps the
+rest, and returns the resolved :class:`~inputiba.runconfig.RunConfig` that the command writes
+into its output folder (:func:`inputiba.runconfig.write_run_config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from ..runconfig import RunConfig, RunConfigError, load_run_config
+
+__all__ = ["Default", "add_config_argument", "apply_config", "unwrap_defaults"]
+
+
+class Default:
+    """A parser default, told apart from the same value given on the command line."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:  # what %(default)s shows in --help
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return f"Default({self.value!r})"
+
+
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE``."""
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="a run configuration (YAML file, e.g. a run's config.yaml, or a shipped "
+                        "name such as vgg16_imagenet); flags given explicitly override its values")
+
+
+def unwrap_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace every :class:`Default` in ``args`` by its value (idempotent)."""
+    for key, value in vars(args).items():
+        if isinstance(value, Default):
+            setattr(args, key, value.value)
+    return args
+
+
+def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
+                 inputiba_options: bool = True) -> RunConfig:
+    """Merge ``args.config`` (if any) and the command line into ``args``; return the result.
+
+    Args:
+        args: parsed arguments whose defaults are :class:`Default` instances.
+        mapping: configuration key (dotted) -> argument name, e.g. ``{"model.layer": "layer"}``.
+        inputiba_options: merge ``args.options`` (``--set KEY=VALUE`` pairs) with the file's
+            ``inputiba`` settings (``--set`` wins per key) and write them back as the merged
+            list; False leaves ``args.options`` alone (options of another method).
+
+    Returns:
+        The run's configuration, values as the command will use them.
+
+    Raises:
+        RunConfigError: a bad file, a text configuration for an image command, unknown setting.
+    """
+    path = getattr(args, "config", None)
+    cfg = load_run_config(path) if path else RunConfig()
+    if cfg.task != "image":
+        raise RunConfigError(f"{cfg.source} is a {cfg.task} configuration; use it with "
+                             "'inputiba explain-text'")
+    changes: dict[str, Any] = {}
+    for key, dest in mapping.items():
+        value = getattr(args, dest)
+        if isinstance(value, Default) and path:
+            continue  # the file's value (or the schema default) stands
+        changes[key] = value.value if isinstance(value, Default) else value
+    if not path:  # no file: the flags' values, defaults included, are the configuration
+        base = {k: v for k, v in changes.items() if v is not None}
+        cfg = cfg.with_overrides(**base)
+    else:
+        cfg = cfg.with_overrides(**changes)
+    if inputiba_options and hasattr(args, "options"):
+        options = dict(args.options.value if isinstance(args.options, Default) else args.options)
+        cfg = cfg.with_overrides(inputiba={**cfg.inputiba, **options})
+        args.options = list(cfg.inputiba.items())
+    unwrap_defaults(args)
+    d = cfg.to_dict(resolved=False)
+    for key, dest in mapping.items():
+        node: Any = d
+        for part in key.split("."):
+            node = node[part] if node is not None else None
+        setattr(args, dest, node)
+    return cfg

@@ -1,0 +1,285 @@
+"""InputIBA on a GloVe-50d LSTM trained here on the Rotten Tomatoes snippets (reduced run)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from inputiba.estimator import LayerStatistics
+from inputiba.functional import classification_loss
+from inputiba.layers import frozen_eval, replace_output
+from inputiba.text.data import snippet_split, vader_lexicon
+from inputiba.text.explain import (
+    TextInputIBA,
+    estimate_token_statistics,
+    layer_gradient,
+    text_config,
+)
+from inputiba.text.models import LSTMSentimentClassifier, build_from_checkpoint
+from inputiba.text.train import train_lstm
+
+# small but real: every stage runs, with fewer steps, draws and GAN epochs than "fast"
+REDUCED = dict(
+    feat_steps=6, feat_draws=4, gan_epochs=2, gan_dataset_size=64, gan_subset_size=16,
+    input_steps=20, input_draws=4,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small LSTM ops: one thread avoids thread-pool overhead on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    """A GloVe-50d BiLSTM trained 2 epochs on the training snippets (about 74% test accuracy)."""
+    torch.manual_seed(0)
+    state, acc = train_lstm(epochs=2, hidden_size=32, top_glove=0, progress=False)
+    return build_from_checkpoint(state), acc
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return snippet_split()
+
+
+@pytest.fixture(scope="module")
+def explainer(lstm, splits):
+    tm, _ = lstm
+    ex = TextInputIBA(tm, preset="fast", **REDUCED)
+    ex.estimate([t for t, _ in splits[0]], n_samples=500, progress=False)
+    return ex
+
+
+def test_reduced_training_run_reaches_accuracy(lstm):
+    # the full command (python -m inputiba.text.train lstm) prints its own, higher figure
+    _, acc = lstm
+    assert acc >= 0.70, f"reduced LSTM run reached only {acc:.3f} test accuracy"
+
+
+def test_token_statistics_match_a_hand_computation_on_a_padded_batch():
+    torch.manual_seed(0)
+    model = LSTMSentimentClassifier(7, embed_dim=3, hidden_size=2).eval()
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0], [3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with pytest.warns(UserWarning, match="only 3 texts"):
+        stats = estimate_token_statistics(
+            model, ["embedding", "lstm1"], [(ids, mask)], pad_id=0, progress=False
+        )
+    emb = model.embedding.weight.detach().double()
+    real = emb[[1, 2, 3, 4, 5, 6, 3]]  # the 7 real tokens, padding excluded
+    mean = real.mean(0)
+    std = ((real - mean) ** 2).sum(0).div(len(real) - 1).sqrt()
+    e = stats["embedding"]
+    assert e.n == 7
+    torch.testing.assert_close(e.mean, mean.float())
+    torch.testing.assert_close(e.std, std.float())
+    # counting padding (mistake 3 of the original) would give a different mean
+    with_pad = emb[ids.flatten()].mean(0)
+    assert not torch.allclose(with_pad.float(), e.mean, atol=1e-3)
+    # the LSTM layer: its per-token outputs at the real positions, by hand
+    with torch.no_grad():
+        lengths = mask.sum(1)
+        h1, _ = model.lstm1(model.embedding(ids), lengths)
+    feats = h1[mask.bool()].double()
+    torch.testing.assert_close(stats["lstm1"].mean, feats.mean(0).float())
+    torch.testing.assert_close(stats["lstm1"].std, feats.std(0).float())
+    # the same through LayerStatistics.update directly
+    ref = LayerStatistics((4,))
+    ref.update(feats)
+    torch.testing.assert_close(ref.mean, stats["lstm1"].mean)
+
+
+def _alpha_gradient(model, layer, ids, mask, target, r_stats):
+    """d classification loss / d alpha of a bottleneck Z = lamb R + (1 - lamb) eps at ``layer``."""
+    mean, std = r_stats
+    module = dict(model.named_modules())[layer]
+    holder = {}
+
+    def bottleneck(r):
+        alpha = torch.full_like(r, 5.0, requires_grad=True)
+        holder["alpha"] = alpha
+        lamb = torch.sigmoid(alpha)
+        eps = torch.randn(r.shape, generator=torch.Generator().manual_seed(0)) * std + mean
+        return lamb * r + (1 - lamb) * eps
+
+    with frozen_eval(model), replace_output(module, bottleneck):
+        loss = classification_loss(model(ids, attention_mask=mask), target).sum()
+        if not loss.requires_grad:
+            return torch.zeros_like(holder["alpha"])
+        (g,) = torch.autograd.grad(loss, holder["alpha"], allow_unused=True)
+    return torch.zeros_like(holder["alpha"]) if g is None else g
+
+
+def test_bottleneck_layer_has_gradient_where_the_original_had_none(lstm, explainer, splits):
+    tm, _ = lstm
+    texts = [t for t, _ in splits[1][:4]]
+    ids, mask = tm.tokenizer(texts)
+    target = tm.model(ids, attention_mask=mask).argmax(1)
+    s1 = explainer.statistics["lstm1"]
+    g_default = _alpha_gradient(tm.model, "lstm1", ids, mask, target, (s1.mean, s1.std))
+    assert tm.feature_layer == "lstm1"
+    assert g_default[mask.bool()].abs().sum() > 0
+    # the original's choice: per-token outputs of the last LSTM, classifier reads h_n
+    with pytest.warns(UserWarning, match="only 4 texts"):
+        s2 = estimate_token_statistics(tm.model, ["lstm2"], [(ids, mask)], progress=False)
+    s2 = s2["lstm2"]
+    g_orig = _alpha_gradient(tm.model, "lstm2", ids, mask, target, (s2.mean, s2.std))
+    assert torch.count_nonzero(g_orig) == 0
+    assert torch.count_nonzero(layer_gradient(tm.model, "lstm2", ids, target, mask)) == 0
+    with pytest.raises(ValueError, match="exactly zero gradient at layer 'lstm2'"):
+        bad = TextInputIBA(tm, layer="lstm2", **REDUCED)
+        bad.statistics = {"lstm2": s2, "embedding": explainer.statistics["embedding"]}
+        bad.attribute(ids, attention_mask=mask)
+
+
+def test_attribute_contract(lstm, explainer, splits):
+    tm, _ = lstm
+    texts = ["A gorgeous, witty, seductive movie.", "Dull.", splits[1][0][0]]
+    ids, mask = tm.tokenizer(texts)
+    res = explainer.attribute(ids, attention_mask=mask, return_details=True)
+    scores = res.attribution
+    assert scores.shape == ids.shape
+    assert scores.min() >= 0 and scores.max() <= 1
+    pad = mask == 0
+    assert pad.any()
+    assert torch.all(scores[pad] == 0)
+    assert torch.all(res.feature_capacity[pad] == 0) and torch.all(res.gan_mask[pad] == 0)
+    assert torch.all(scores[~pad] > 0)
+    assert res.targets.tolist() == tm.model(ids, attention_mask=mask).argmax(1).tolist()
+    assert set(res.seconds) == {"feature", "gan", "input"}
+    # the mask defaults to ids != pad; explicit targets per sample
+    again = explainer.attribute(ids, target=[1, 0, 1])
+    assert again.shape == ids.shape and torch.all(again[pad] == 0)
+    with pytest.raises(ValueError, match="add a batch dimension"):
+        explainer.attribute(ids[0])
+    with pytest.raises(ValueError, match="does not match token_ids"):
+        explainer.attribute(ids, attention_mask=mask[:, :2])
+    with pytest.raises(ValueError, match=r"Rows \[0\] of the batch have no tokens"):
+        explainer.attribute(torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="out of range"):
+        explainer.attribute(ids, target=2)
+
+
+def test_one_logit_head_gives_the_two_logit_scores(lstm, explainer):
+    # a softmax head (z0, z1) and the one-logit head z1 - z0 give the same probabilities,
+    # so InputIBA must give the same scores for either
+    tm, _ = lstm
+    two = tm.model
+    one = LSTMSentimentClassifier(**{**two.config, "num_classes": 1}).eval()
+    state = two.state_dict()
+    state["fc.weight"] = state["fc.weight"][1:] - state["fc.weight"][:1]
+    state["fc.bias"] = state["fc.bias"][1:] - state["fc.bias"][:1]
+    one.load_state_dict(state)
+    ids, mask = tm.tokenizer(["An utterly charming film.", "A tedious mess."])
+    ex1 = TextInputIBA(one, "lstm1", "embedding", explainer.statistics, preset="fast", **REDUCED)
+    a = explainer.attribute(ids, attention_mask=mask, return_details=True)
+    b = ex1.attribute(ids, attention_mask=mask, return_details=True)
+    assert a.targets.tolist() == b.targets.tolist()
+    torch.testing.assert_close(a.probabilities, b.probabilities)
+    torch.testing.assert_close(a.attribution, b.attribution, atol=2e-3, rtol=0)
+
+
+def test_top_tokens_hit_the_vader_lexicon_more_often_than_random_tokens(lstm, explainer, splits):
+    tm, _ = lstm
+    lex = vader_lexicon()
+    texts = [t for t, _ in splits[1][:300]]
+    _, p = tm.predict(texts)
+    confident = [t for t, q in zip(texts, p, strict=True) if q >= 0.9 and len(t.split()) >= 6]
+    confident = confident[:20]
+    assert len(confident) >= 12
+    ids, mask = tm.tokenizer(confident)
+    scores = explainer.attribute(ids, attention_mask=mask)
+    rng = random.Random(0)
+    hits, random_hits = 0, 0.0
+    for i, text in enumerate(confident):
+        n = int(mask[i].sum())
+        words = tm.tokenizer.words(text)[:n]
+        top = scores[i, :n].argsort(descending=True)[:3].tolist()
+        hits += any(words[j].lower() in lex for j in top)
+        random_hits += sum(
+            any(w.lower() in lex for w in rng.sample(words, 3)) for _ in range(50)
+        ) / 50
+    rate, base = hits / len(confident), random_hits / len(confident)
+    assert rate >= base + 0.2, f"top-3 hit rate {rate:.2f} vs random {base:.2f}"
+
+
+def test_text_config_uses_text_defaults():
+    cfg = text_config("paper")
+    assert (cfg.feat_beta, cfg.input_steps, cfg.input_lr, cfg.input_sigma) == (15.0, 30, 0.5, 0)
+    assert cfg.gan_lr_theta == 0.03
+    assert text_config("paper", input_beta=30).input_beta == 30
+    with pytest.raises(TypeError, match="did you mean 'input_beta'"):
+        text_config("paper", input_bta=3)
+
+
+def test_padding_content_does_not_change_the_scores(lstm, explainer):
+    # whatever ids sit under attention_mask == 0, every stage ignores them
+    tm, _ = lstm
+    ids, mask = tm.tokenizer(["An utterly charming film.", "Tedious."])
+    noisy = ids.clone()
+    noisy[mask == 0] = torch.randint(2, 500, (int((mask == 0).sum()),))
+    a = explainer.attribute(ids, attention_mask=mask)
+    b = explainer.attribute(noisy, attention_mask=mask)
+    torch.testing.assert_close(a, b)
+
+
+def test_explain_text_cli(lstm, tmp_path):
+    import json
+
+    from inputiba.cli import main
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("A tedious, joyless mess.\n\nSharp & funny <3\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["explain-text", "A gorgeous, witty film.", "--file", str(reviews), "--model",
+            str(ckpt), "--out", str(out), "--preset", "fast", "--quiet", "--threads", "1"]
+    for k, v in REDUCED.items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    data = json.loads((out / "results.json").read_text())
+    res = data["results"]
+    assert [r["text"] for r in res] == [
+        "A gorgeous, witty film.", "A tedious, joyless mess.", "Sharp & funny <3"
+    ]
+    assert res[0]["tokens"] == ["A", "gorgeous", ",", "witty", "film", "."]
+    for r in res:
+        assert len(r["scores"]) == len(r["tokens"])
+        assert all(0 <= s <= 1 for s in r["scores"])
+        assert r["label"] in ("negative", "positive") and 0.5 <= r["probability"] <= 1
+        assert r["target_label"] == r["label"]
+    page = (out / "explanation.html").read_text()
+    assert "linear-gradient" in page and "&amp;" in page and "&lt;" in page
+    assert "http" not in page.replace("http-equiv", "")  # offline: no external resources
+    assert main(["explain-text", "--model", str(ckpt), "--out", str(out)]) == 1
+
+
+def lstm_state(tm):
+    """A checkpoint dict of a TextModel's LSTM, as the trainer writes it."""
+    return {
+        "kind": "lstm",
+        "config": tm.model.config,
+        "state_dict": tm.model.state_dict(),
+        "vocab": tm.tokenizer.vocab.to_list(),
+        "test_accuracy": tm.meta.get("test_accuracy"),
+    }
+
+
+def test_text_explainer_rejects_chunking_and_bad_layers():
+    model = LSTMSentimentClassifier(10, embed_dim=4, hidden_size=3)
+    with pytest.raises(ValueError, match="max_batch is not supported"):
+        TextInputIBA(model, "lstm1", "embedding", max_batch=8)
+    with pytest.raises(KeyError, match="Close matches: lstm1"):
+        TextInputIBA(model, "lstm_1", "embedding")
+    ex = TextInputIBA(model, "lstm1", "embedding")
+    with pytest.raises(RuntimeError, match="No token statistics"):
+        ex.attribute(torch.tensor([[2, 3]]))
