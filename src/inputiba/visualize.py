@@ -85,19 +85,22 @@ def overlay_figure(
     img = as_rgb_array(image)
     h, w = img.shape[:2]
     scale = max_inches / max(h, w)
-    fig = Figure(figsize=(max(w * scale, 3.0) + 1.2, max(h * scale, 2.0) + 0.7), dpi=dpi)
+    iw, ih = w * scale, h * scale  # the image's size in inches
+    pad, bar_w, bar_room, title_h = 0.1, 0.22, 1.0, 0.45
+    fw, fh = pad + iw + 0.2 + bar_w + bar_room, pad + ih + title_h
+    fig = Figure(figsize=(fw, fh), dpi=dpi)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.02, 0.02, 0.80, 0.86))
+    ax = fig.add_axes((pad / fw, pad / fh, iw / fw, ih / fh))
     ax.imshow(img, interpolation="antialiased")
     im = ax.imshow(_normalise(np.squeeze(attribution), 1.0), cmap=cmap, alpha=alpha,
                    vmin=0.0, vmax=1.0, interpolation="antialiased")
     ax.set_axis_off()
-    cax = fig.add_axes((0.85, 0.08, 0.03, 0.74))
+    cax = fig.add_axes(((pad + iw + 0.2) / fw, (pad + 0.1 * ih) / fh, bar_w / fw, 0.8 * ih / fh))
     bar = fig.colorbar(im, cax=cax)
     bar.solids.set_alpha(1.0)
     bar.set_label(label)
     if title:
-        fig.suptitle(title, fontsize=11, y=0.97)
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / fh, va="top")
     return fig
 
 

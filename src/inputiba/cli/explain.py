@@ -18,7 +18,7 @@ examples:
       EfficientNet-Lite0 and the fast preset; results in ./inputiba-out/index.html
   inputiba explain cat.jpg photos/ -o out
       explain a file and every image in a folder (jpg, png, bmp, tiff, webp)
-  inputiba explain cat.jpg --target "tabby cat"        (or --target 281)
+  inputiba explain cat.jpg --target tabby        (or --target 281; names as in ImageNet)
   inputiba explain photos/ --estimation imagenet_val_sample/ --preset paper
       estimate the layer statistics from your own images and use the paper's settings
   inputiba explain x.png --model resnet50 --weights resnet50.pth --layer layer2
@@ -89,7 +89,8 @@ def register(subparsers: Any) -> None:
                    help="image files and/or folders of images (default: the built-in photos)")
     add_config_argument(p)
     p.add_argument("-m", "--model", default=Default("efficientnet-lite0"),
-                   help="built-in name, torchvision/timm name, or module:factory / file.py:factory "
+                   help="efficientnet-lite0 (built in, offline), a torchvision name (resnet50, "
+                        "vgg16, ...), timm:NAME, or module:factory / file.py:factory "
                         "(default: %(default)s)")
     p.add_argument("-w", "--weights", metavar="FILE", help="weights file to load into the model")
     p.add_argument("-l", "--layer", help="hidden layer of the feature bottleneck (dotted name; "
@@ -110,8 +111,9 @@ def register(subparsers: Any) -> None:
                    help="settings: 'fast' (default) or 'paper' (the original configuration)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
-    p.add_argument("-b", "--batch-size", type=_positive_int, default=4, metavar="N",
-                   help="images explained together (default: %(default)s)")
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=2, metavar="N",
+                   help="images explained together: faster per image, but each costs about "
+                        "2.5 GB of memory with EfficientNet-Lite0 (default: %(default)s)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=Default(0), help="random seed (default: %(default)s)")
     p.add_argument("-o", "--out", default=Default(DEFAULT_OUT_DIR), metavar="DIR",
