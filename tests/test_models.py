@@ -24,7 +24,7 @@ def test_weights_that_do_not_fit_and_missing_files(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
     with pytest.raises(ValueError, match="does not fit"):
         load_model("resnet18", weights=path)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model("resnet18", weights=tmp_path / "nope.pth")
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -51,6 +49,8 @@ from .estimator import LayerStatistics, estimate_layer_statistics
 from .functional import resize_map
 from .io import ImageReadError, ImageSource, collect_images, read_image, save_json, save_npy
 from .layers import LayerNotFoundError, get_layer
+from .models import import_factory
+from .models import load_weights as _load_weights
 from .report import write_gallery, write_thumbnails
 from .visualize import save_overlay
 
@@ -138,81 +138,19 @@ def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _import_factory(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.rpartition(":")
+    """:func:`inputiba.models.import_factory`, its errors as :class:`ExplainError`."""
     try:
-        if module_name.endswith(".py") or os.sep in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise ExplainError(f"Model factory file {path} does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"_inputiba_user_{path.stem}", path)
-            assert mod_spec is not None and mod_spec.loader is not None
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(module_name)
-    except ExplainError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - user code: report in one line
-        raise ExplainError(
-            f"Cannot import {module_name!r} for model {spec!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ExplainError(f"Model {spec!r}: {module_name!r} has no callable {attr!r}")
-    return factory
-
-
-def _state_dict_of(obj: Any) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
-                return _state_dict_of(obj[key])
-        if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-    raise ValueError("it holds no state dict (a mapping of parameter names to tensors)")
+        return import_factory(spec)
+    except ValueError as exc:
+        raise ExplainError(str(exc)) from None
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load a weights file (a state dict, or a checkpoint holding one) into ``model``, strictly.
-
-    ``module.`` prefixes (DataParallel) are removed.
-
-    Raises:
-        ExplainError: the file is missing or unreadable, or does not fit the model; the message
-            counts missing/unexpected keys and shape mismatches with an example of each.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ExplainError(f"Weights file {p} does not exist")
+    """:func:`inputiba.models.load_weights`, its errors as :class:`ExplainError`."""
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-        state = dict(_state_dict_of(obj))
-    except Exception as exc:  # noqa: BLE001
-        raise ExplainError(f"Cannot read weights file {p}: {_one_line(exc)}") from None
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected),
-                        ("shape mismatches", shapes)):
-        if items:
-            problems.append(f"{len(items)} {what} (e.g. {items[0]})")
-    if problems:
-        raise ExplainError(
-            f"Weights file {p} does not fit {type(model).__name__}: {'; '.join(problems)}"
-        )
-    model.load_state_dict(state, strict=True)
+        _load_weights(model, path)
+    except (ValueError, OSError) as exc:
+        raise ExplainError(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -8,8 +8,10 @@ a local file (``weights=path``), the packaged offline model, or, for torchvision
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,8 @@ __all__ = [
     "default_layer",
     "BUILTIN_MODELS",
     "class_index",
+    "load_weights",
+    "import_factory",
 ]
 
 #: Built-in models that need no download: name -> (default layer, input size, mean, std).
@@ -183,12 +187,7 @@ def load_model(
         spec = BUILTIN_MODELS[key]
         preprocess = Preprocess(spec["size"], spec["mean"], spec["std"])
     elif ":" in name and not key.startswith("timm:"):
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"Cannot import model factory {name!r}: {exc}") from exc
-        model = factory()
+        model = import_factory(name)()
         if not isinstance(model, nn.Module):
             raise ValueError(f"{name!r} returned {type(model).__name__}, not an nn.Module")
     elif key.startswith("timm:"):
@@ -221,7 +220,7 @@ def load_model(
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
         model = torchvision.models.get_model(key, weights=tv_weights, **kwargs)
     if weights is not None:
-        _load_weights(model, weights)
+        load_weights(model, weights)
     model.eval()
     if device is not None:
         model.to(device)
@@ -233,32 +232,88 @@ def _looks_like_path(w: Any) -> bool:
     return os.sep in s or "." in s or Path(s).exists()
 
 
-def _load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Weights file not found: {path}")
+def import_factory(spec: str) -> Callable[..., Any]:
+    """The callable named by ``"package.module:factory"`` or ``"path/to/file.py:factory"``.
+
+    Raises:
+        ValueError: the module or file cannot be imported, or has no such callable.
+    """
+    module_name, _, attr = spec.rpartition(":")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"Cannot read weights file {path}: {exc}") from exc
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
-    if isinstance(state, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"Weights file {path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()
-        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        if module_name.endswith(".py") or os.sep in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise ValueError(f"Model factory file {path} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"_inputiba_user_{path.stem}", path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user code: report in one line
         raise ValueError(
-            f"Weights file {path} does not fit {type(model).__name__}: {detail[:300]}"
-        ) from exc
+            f"Cannot import {module_name!r} for model {spec!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"Model {spec!r}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def _state_dict_of(obj: Any) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
+                return _state_dict_of(obj[key])
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ValueError("it holds no state dict (a mapping of parameter names to tensors)")
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a weights file (a state dict, or a checkpoint holding one) into ``model``, strictly.
+
+    ``module.`` prefixes (DataParallel) are removed.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is unreadable, or does not fit the model; the message
+            counts missing/unexpected keys and shape mismatches with an example of each.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"Weights file {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        state = dict(_state_dict_of(obj))
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"Cannot read weights file {p}: {' '.join(str(exc).split())[:300]}") from None
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected),
+                        ("shape mismatches", shapes)):
+        if items:
+            problems.append(f"{len(items)} {what} (e.g. {items[0]})")
+    if problems:
+        raise ValueError(
+            f"Weights file {p} does not fit {type(model).__name__}: {'; '.join(problems)}"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def _efficientnet_lite0(pretrained: bool) -> nn.Module:
