@@ -283,3 +283,73 @@ def test_text_explainer_rejects_chunking_and_bad_layers():
     ex = TextInputIBA(model, "lstm1", "embedding")
     with pytest.raises(RuntimeError, match="No token statistics"):
         ex.attribute(torch.tensor([[2, 3]]))
+
+
+def test_explain_text_cli_baseline_method(lstm, tmp_path):
+    """--method integrated_gradients: the baseline's normalised map replaces InputIBA's."""
+    import json
+
+    from inputiba.cli import main
+    from inputiba.text_explainers import get_text_explainer
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    texts = ["A gorgeous, witty and moving film.", "Dull."]  # different lengths: padding
+    out = tmp_path / "ig"
+    assert main(["explain-text", *texts, "--model", str(ckpt), "--method",
+                 "integrated_gradients", "--set", "n_steps=16", "--out", str(out), "--quiet",
+                 "--threads", "1"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["method"] == "integrated_gradients" and data["config"] == {"n_steps": 16}
+    ids, mask = tm.tokenizer(texts)
+    assert int(mask[1].sum()) < ids.shape[1]
+    expected = get_text_explainer("integrated_gradients", tm.model, "embedding", n_steps=16)
+    maps = expected.attribute(ids, None, attention_mask=mask)
+    for i, r in enumerate(data["results"]):
+        n = int(mask[i].sum())
+        assert len(r["scores"]) == len(r["tokens"]) == n
+        assert all(0 <= s <= 1 for s in r["scores"]) and max(r["scores"]) == pytest.approx(1)
+        assert r["scores"] == pytest.approx(maps[i, :n].tolist(), abs=1e-5)
+        assert 0.5 <= r["target_probability"] <= 1 and r["target_label"] == r["label"]
+    assert (out / "explanation.html").is_file() and (out / "config.yaml").is_file()
+    assert main(["explain-text", "x", "--model", str(ckpt), "--method", "shap", "--out",
+                 str(out), "--quiet"]) == 1
+
+
+def test_explain_text_cli_config_writes_and_reproduces(lstm, tmp_path):
+    """--config lstm_text: the shipped configuration runs; its config.yaml reproduces the run."""
+    import json
+
+    import yaml
+
+    from inputiba.cli import main
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    first, again = tmp_path / "first", tmp_path / "again"
+    args = ["explain-text", "A gorgeous, witty film.", "Dull and lifeless.", "--config",
+            "lstm_text", "--model", str(ckpt), "--out", str(first), "--quiet", "--threads", "1"]
+    for k, v in {**REDUCED, "input_steps": 2}.items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    cfg = yaml.safe_load((first / "config.yaml").read_text())
+    assert cfg["task"] == "text" and cfg["preset"] == "paper" and cfg["seed"] == 0
+    assert cfg["model"] == {"name": str(ckpt), "weights": None, "layer": "lstm1",
+                            "preprocessing": None}
+    assert cfg["estimation"]["n_samples"] == 500 and cfg["output"]["dir"] == str(first)
+    assert cfg["inputiba"]["input_steps"] == 2 and cfg["inputiba"]["feat_steps"] == 6
+    data = json.loads((first / "results.json").read_text())
+    assert data["method"] == "inputiba" and data["config"]["input_steps"] == 2
+    assert main(["explain-text", "A gorgeous, witty film.", "Dull and lifeless.", "--config",
+                 str(first / "config.yaml"), "--out", str(again), "--quiet", "--threads",
+                 "1"]) == 0
+    redo = json.loads((again / "results.json").read_text())
+    for a, b in zip(data["results"], redo["results"], strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+    assert data["config"] == redo["config"]
+    # an image configuration is refused with a message naming the command to use
+    assert main(["explain-text", "x", "--config", "efficientnet_lite0", "--out",
+                 str(again), "--quiet"]) == 1

@@ -47,7 +47,7 @@ def unwrap_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
-                 inputiba_options: bool = True) -> RunConfig:
+                 inputiba_options: bool = True, task: str = "image") -> RunConfig:
     """Merge ``args.config`` (if any) and the command line into ``args``; return the result.
 
     Args:
@@ -56,6 +56,7 @@ def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
         inputiba_options: merge ``args.options`` (``--set KEY=VALUE`` pairs) with the file's
             ``inputiba`` settings (``--set`` wins per key) and write them back as the merged
             list; False leaves ``args.options`` alone (options of another method).
+        task: the command's task, ``"image"`` or ``"text"``; a file of the other is refused.
 
     Returns:
         The run's configuration, values as the command will use them.
@@ -64,10 +65,11 @@ def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
         RunConfigError: a bad file, a text configuration for an image command, unknown setting.
     """
     path = getattr(args, "config", None)
-    cfg = load_run_config(path) if path else RunConfig()
-    if cfg.task != "image":
-        raise RunConfigError(f"{cfg.source} is a {cfg.task} configuration; use it with "
-                             "'inputiba explain-text'")
+    cfg = load_run_config(path) if path else RunConfig(task=task)
+    if cfg.task != task:
+        hint = ("'inputiba explain-text'" if cfg.task == "text"
+                else "'inputiba explain' or 'inputiba explain-dataset'")
+        raise RunConfigError(f"{cfg.source} is a {cfg.task} configuration; use it with {hint}")
     changes: dict[str, Any] = {}
     for key, dest in mapping.items():
         value = getattr(args, dest)

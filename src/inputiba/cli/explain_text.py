@@ -4,11 +4,16 @@ Usage::
 
     inputiba explain-text "A gorgeous, witty film." "Dull and lifeless." --out runs/text
     inputiba explain-text --file reviews.txt --model minilm --preset fast
+    inputiba explain-text "A gorgeous film." --method integrated_gradients --set n_steps=20
+    inputiba explain-text "A gorgeous film." --config lstm_text
+    inputiba explain-text "A gorgeous film." --config inputiba-text/lstm/config.yaml
 
 Writes::
 
-    OUT/results.json      per text: tokens, scores, predicted label and probability, target
+    OUT/results.json      per text: tokens, scores, predicted label and probability, target;
+                          the method and its settings
     OUT/explanation.html  the tokens highlighted on a colour scale with a legend (offline)
+    OUT/config.yaml       the resolved run configuration (reproduce with --config)
 
 and prints each text with coloured tokens (``--no-color`` for plain text).
 """
@@ -21,10 +26,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "read_texts"]
+__all__ = ["register", "run", "read_texts", "CONFIG_KEYS"]
+
+#: Run-configuration key -> argument name (see :mod:`inputiba.cli._runconfig`).
+CONFIG_KEYS = {
+    "model.name": "model", "model.layer": "layer", "estimation.n_samples": "estimation_samples",
+    "preset": "preset", "seed": "seed", "output.dir": "out",
+}
 
 
 def register(subparsers: Any) -> None:
+    from ._runconfig import Default, add_config_argument
+    from .explain import _positive_int, parse_option
+
     p = subparsers.add_parser(
         "explain-text",
         help="explain a sentiment classifier's predictions on texts (token scores)",
@@ -33,18 +47,28 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("texts", nargs="*", help="texts to explain")
     p.add_argument("--file", help="a UTF-8 file with one text per line (blank lines skipped)")
+    add_config_argument(p)
     p.add_argument(
-        "--model", default="lstm",
+        "--model", default=Default("lstm"),
         help="'lstm' (GloVe-50d BiLSTM), 'minilm' (all-MiniLM-L6-v2 + head), or a checkpoint "
         "written by python -m inputiba.text.train (default: lstm)",
     )
-    p.add_argument("--out", default="inputiba-text", help="output folder (default: %(default)s)")
-    p.add_argument("--preset", choices=["paper", "fast"], default="paper")
+    p.add_argument("--layer", help="feature-bottleneck layer (default: the model's, e.g. lstm1)")
+    p.add_argument("--estimation-samples", type=_positive_int, default=Default(1000),
+                   metavar="N", help="training snippets for the token statistics "
+                   "(cached; default: %(default)s)")
+    p.add_argument("--method", default="inputiba",
+                   help="inputiba (default), integrated_gradients or lime; for a baseline, "
+                   "--set KEY=VALUE sets its options (e.g. n_steps=20, n_samples=300)")
+    p.add_argument("--out", default=Default("inputiba-text"),
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--preset", choices=["paper", "fast"], default=Default("paper"))
     p.add_argument("--target", type=int, help="class to explain for every text "
                    "(default: each text's predicted class); 0 negative, 1 positive")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--seed", type=int, default=Default(0))
+    p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
+                   metavar="NAME=VALUE",
                    help="override an InputIBA setting, e.g. --set input_steps=20 (repeatable)")
     p.add_argument("--no-color", action="store_true", help="plain terminal output")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -66,33 +90,40 @@ def read_texts(texts: list[str], file: str | None) -> list[str]:
     return out
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: expected NAME=VALUE")
-        name, value = pair.split("=", 1)
-        try:
-            out[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name.strip()] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
+    """Run ``explain-text``; writes results.json, explanation.html and config.yaml."""
     import torch
 
-    from ..text.explain import TextInputIBA, explain_texts
+    from ..runconfig import RunConfigError, write_run_config
+    from ..text.explain import TextInputIBA, _is_inputiba, explain_texts, text_explainer_for
     from ..text.models import load_text_model
     from ..text.render import html_page, terminal_tokens
+    from ._runconfig import apply_config
 
+    inputiba = _is_inputiba(args.method)
+    cfg = apply_config(args, CONFIG_KEYS, inputiba_options=inputiba, task="text")
+    if cfg.estimation.source is not None:
+        raise RunConfigError(
+            f"estimation.source {cfg.estimation.source!r}{' in ' + cfg.source if cfg.source else ''}"
+            ": text statistics always come from the training snippets; leave it null"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = read_texts(args.texts, args.file)
     tm = load_text_model(args.model)
-    explainer = TextInputIBA.for_model(
-        tm, preset=args.preset, progress=False, seed=args.seed, **_overrides(args.set)
-    )
+    options = dict(args.options)
+    explainer: Any
+    if inputiba:
+        explainer = TextInputIBA.for_model(
+            tm, preset=args.preset, n_samples=args.estimation_samples or 1000, progress=False,
+            layer=args.layer, seed=args.seed, **options,
+        )
+        settings = explainer.config.to_dict()
+        layers = {"feature_layer": explainer.layer, "embedding_layer": explainer.embedding_layer}
+    else:
+        explainer = text_explainer_for(tm, args.method, seed=args.seed, **options)
+        settings = options
+        layers = {"embedding_layer": explainer.embedding_layer}
     results = explain_texts(
         texts, tm, explainer=explainer, target=args.target, batch_size=args.batch_size,
         progress=not args.quiet,
@@ -104,20 +135,22 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "model_kind": tm.kind,
         "class_names": list(tm.class_names),
-        "feature_layer": explainer.layer,
-        "embedding_layer": explainer.embedding_layer,
-        "preset": args.preset,
-        "config": explainer.config.to_dict(),
+        "method": "inputiba" if inputiba else explainer.name,
+        **layers,
+        "preset": args.preset if inputiba else None,
+        "config": settings,
         "test_accuracy": tm.meta.get("test_accuracy"),
         "results": records,
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     (out / "explanation.html").write_text(html_page(records), encoding="utf-8")
+    write_run_config(cfg, out)
     if not args.quiet:
         color = not args.no_color and sys.stdout.isatty()
         for r in results:
             print(f"{r.label} (p={r.probability:.3f})"
                   + (f", explaining {r.target_label}" if r.target_label != r.label else ""))
             print("  " + terminal_tokens(r.tokens, r.scores, color=color))
-        print(f"wrote {out / 'results.json'} and {out / 'explanation.html'}")
+        print(f"wrote {out / 'results.json'}, {out / 'explanation.html'} and "
+              f"{out / 'config.yaml'}")
     return 0

@@ -59,6 +59,7 @@ __all__ = [
     "TextInputIBAResult",
     "TokenAttribution",
     "explain_texts",
+    "text_explainer_for",
 ]
 
 #: Text settings: the original LSTM/IMDB configuration (DESIGN.md: feature beta 15, input
@@ -727,26 +728,35 @@ class TokenAttribution:
 def explain_texts(
     texts: str | Sequence[str],
     model: Any = "lstm",
-    explainer: TextInputIBA | None = None,
+    explainer: Any = None,
     target: TargetType = None,
     preset: str | InputIBAConfig = "paper",
     batch_size: int = 16,
     seed: int | None = None,
     progress: bool = False,
+    method: str = "inputiba",
+    method_options: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> list[TokenAttribution]:
-    """Texts in, tokens and InputIBA scores out, in one call.
+    """Texts in, tokens and scores (InputIBA or a baseline's) out, in one call.
 
     Args:
         texts: one text or a list.
         model: ``"lstm"``, ``"minilm"``, a checkpoint path, or a
             :class:`~inputiba.text.models.TextModel`.
-        explainer: reuse an explainer (its statistics); default :meth:`TextInputIBA.for_model`.
+        explainer: reuse an explainer: a :class:`TextInputIBA` (its statistics) or a
+            :class:`~inputiba.text_explainers.TextExplainer`; default
+            :meth:`TextInputIBA.for_model`, or :func:`text_explainer_for` when ``method`` is
+            a baseline.
         target: None (predicted class), an int for all, or one per text.
         preset, **overrides: InputIBA settings (when no explainer is given).
         batch_size: texts per attribution batch.
-        seed: base seed (text ``i`` uses ``seed + i``; default the config's seed).
+        seed: base seed (InputIBA: text ``i`` uses ``seed + i``; default the config's seed).
         progress: progress bar over batches.
+        method: ``"inputiba"`` or a baseline of
+            :data:`~inputiba.text_explainers.TEXT_EXPLAINERS` (``"integrated_gradients"``,
+            ``"lime"``), whose normalised map (B, T) in [0, 1] replaces the InputIBA scores.
+        method_options: the baseline's keyword arguments (e.g. ``{"n_steps": 20}``).
 
     Returns:
         One :class:`TokenAttribution` per text. For the LSTM the tokens are the text's words
@@ -759,7 +769,10 @@ def explain_texts(
         texts = [texts]
     tm = model if isinstance(model, TextModel) else load_text_model(str(model))
     if explainer is None:
-        explainer = TextInputIBA.for_model(tm, preset=preset, **overrides)
+        if _is_inputiba(method):
+            explainer = TextInputIBA.for_model(tm, preset=preset, **overrides)
+        else:
+            explainer = text_explainer_for(tm, method, seed=seed, **dict(method_options or {}))
     targets = None
     if target is not None:
         targets = torch.as_tensor(target).long().view(-1)
@@ -767,7 +780,8 @@ def explain_texts(
             targets = targets.expand(len(texts))
         elif targets.numel() != len(texts):
             raise ValueError(f"Got {targets.numel()} targets for {len(texts)} texts")
-    base = explainer.config.seed if seed is None else seed
+    inputiba = isinstance(explainer, TextInputIBA)
+    base = (explainer.config.seed if inputiba else 0) if seed is None else seed
     out: list[TokenAttribution] = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="explain texts", disable=not progress or len(starts) < 2):
@@ -775,13 +789,20 @@ def explain_texts(
         ids, mask = tm.tokenizer(chunk)
         tchunk = None if targets is None else targets[start : start + batch_size]
         t0 = time.perf_counter()
-        res = explainer.attribute(ids, tchunk, mask, seed=base + start, return_details=True)
+        if inputiba:
+            res = explainer.attribute(ids, tchunk, mask, seed=base + start, return_details=True)
+            attribution, res_targets, res_probs = res.attribution, res.targets, res.probabilities
+        else:
+            raw = explainer.attribute(ids, tchunk, attention_mask=mask, return_raw=True)
+            attribution, res_targets = raw.map * mask, raw.targets
+            with torch.no_grad(), frozen_eval(tm.model):
+                res_probs = target_probability(tm.model(ids, attention_mask=mask), res_targets)
         per_text = (time.perf_counter() - t0) / len(chunk)
         pred, pred_p = tm.predict(chunk)
         for i, text in enumerate(chunk):
             n = int(mask[i].sum())
             row_ids = ids[i, :n].tolist()
-            scores = res.attribution[i, :n].tolist()
+            scores = attribution[i, :n].tolist()
             if hasattr(tm.tokenizer, "words"):
                 tokens = tm.tokenizer.words(text)[:n]
             else:
@@ -790,7 +811,7 @@ def explain_texts(
                 keep = [j for j, tok in enumerate(tokens) if tok not in special]
                 tokens = [tokens[j] for j in keep]
                 scores = [scores[j] for j in keep]
-            tgt, lab = int(res.targets[i]), int(pred[i])
+            tgt, lab = int(res_targets[i]), int(pred[i])
             out.append(
                 TokenAttribution(
                     text=text,
@@ -800,11 +821,46 @@ def explain_texts(
                     probability=float(pred_p[i]),
                     target=tgt,
                     target_label=_class_name(tm, tgt),
-                    target_probability=float(res.probabilities[i]),
+                    target_probability=float(res_probs[i]),
                     seconds=per_text,
                 )
             )
     return out
+
+
+def _is_inputiba(method: str) -> bool:
+    return method.lower().replace("-", "_") == "inputiba"
+
+
+def text_explainer_for(text_model: Any, method: str, seed: int | None = None,
+                       **options: Any) -> Any:
+    """The baseline ``method`` (``"integrated_gradients"``, ``"lime"``) on a
+    :class:`~inputiba.text.models.TextModel`'s embedding layer.
+
+    Args:
+        text_model: the packaged model or a checkpoint's :class:`TextModel`.
+        method: a name of :data:`~inputiba.text_explainers.TEXT_EXPLAINERS`.
+        seed: the explainer's seed (LIME's sampling) unless ``options`` give one.
+        **options: the explainer's keyword arguments.
+
+    Returns:
+        A :class:`~inputiba.text_explainers.TextExplainer`.
+
+    Raises:
+        ValueError: unknown method (the message lists the available ones).
+    """
+    from ..text_explainers import TEXT_EXPLAINERS, get_text_explainer
+
+    if _is_inputiba(method):
+        raise ValueError("text_explainer_for builds baselines; use TextInputIBA for 'inputiba'")
+    key = {"ig": "integrated_gradients"}.get(method.lower().replace("-", "_"),
+                                             method.lower().replace("-", "_"))
+    if key not in TEXT_EXPLAINERS:
+        raise ValueError(f"Unknown text attribution method {method!r}. Available: inputiba, "
+                         f"{', '.join(TEXT_EXPLAINERS)}")
+    if seed is not None and key == "lime":
+        options.setdefault("seed", seed)
+    return get_text_explainer(key, text_model.model, text_model.embedding_layer, **options)
 
 
 def _class_name(tm: Any, index: int) -> str:
