@@ -77,13 +77,13 @@ class InputIBAConfig:
 
 #: Named presets: overrides of the defaults.
 #: ``paper``: the original settings (DESIGN.md). ``fast``: for interactive use on a CPU,
-#: fewer steps and draws everywhere (about 10x less work per image than ``paper``).
+#: fewer steps and draws everywhere (about 15x less work per image than ``paper``).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "fast": {
         "feat_draws": 5,
-        "gan_epochs": 4,
-        "gan_dataset_size": 128,
+        "gan_epochs": 2,
+        "gan_dataset_size": 64,
         "gan_subset_size": 16,
         "input_steps": 20,
         "input_draws": 4,
