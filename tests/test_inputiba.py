@@ -146,6 +146,8 @@ def test_model_mode_and_weights_restored(digits, digits_model, digits_stats):
         digits_model.eval()
     after = digits_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # the channels-last run restores the weights' memory layout too
+    assert all(p.is_contiguous() for p in digits_model.parameters())
 
 
 def test_clear_errors(digits, digits_model, digits_stats):

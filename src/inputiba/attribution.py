@@ -28,7 +28,14 @@ from .config import InputIBAConfig, resolve_config
 from .estimator import LayerStatistics, _model_device, estimate_layer_statistics
 from .functional import capacity_map, target_probability
 from .gan import ImageCritic, fit_gan_mask
-from .layers import LayerSplit, frozen_eval, get_layer, layer_output
+from .layers import (
+    LayerSplit,
+    channels_last,
+    frozen_eval,
+    get_layer,
+    layer_output,
+    to_channels_last,
+)
 
 __all__ = ["IBA", "InputIBA", "InputIBAResult", "resolve_targets"]
 
@@ -161,7 +168,7 @@ class _LayerAttribution:
     ) -> tuple[torch.Tensor, BottleneckResult]:
         split = self._layer_split()
         max_batch = self.config.max_batch
-        x_rep = x.repeat_interleave(draws, dim=0)
+        x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.config.channels_last)
         # the head runs once, per fixed chunk of rows (its context may hold the chunk's size)
         contexts, parts = {}, []
         with torch.no_grad():
@@ -269,8 +276,9 @@ class IBA(_LayerAttribution):
         inputs = _check_inputs(inputs)
         cfg = self.config
         device = _model_device(self.model)
-        x = inputs.to(device)
-        with frozen_eval(self.model):
+        cl = cfg.channels_last
+        x = to_channels_last(inputs.to(device), cl)
+        with frozen_eval(self.model), channels_last(self.model, cl):
             with torch.no_grad():
                 logits = self.model(x)
             t = resolve_targets(logits, target)
@@ -350,10 +358,11 @@ class InputIBA(_LayerAttribution):
         inputs = _check_inputs(inputs)
         cfg = self.config
         device = _model_device(self.model)
-        x = inputs.to(device)
+        cl = cfg.channels_last
+        x = to_channels_last(inputs.to(device), cl)
         b, c, h, w = x.shape
         seconds: dict[str, float] = {}
-        with frozen_eval(self.model):
+        with frozen_eval(self.model), channels_last(self.model, cl):
             with torch.no_grad():
                 logits = self.model(x)
             t = resolve_targets(logits, target)
@@ -371,7 +380,7 @@ class InputIBA(_LayerAttribution):
             critic = ImageCritic(b, r.shape[1], tuple(r.shape[-2:])).to(device)
             critic.init_per_sample(rng)
             gan = fit_gan_mask(
-                lambda inp: layer_output(self.model, self.module, inp),
+                lambda inp: layer_output(self.model, self.module, to_channels_last(inp, cl)),
                 x, r, feat.kl if cfg.gan_real == "capacity" else feat.lamb, critic, rng,
                 theta_init=theta0, real_noise=cfg.gan_real,
                 feature_mean=mean, feature_std=std, active=active,
@@ -386,7 +395,7 @@ class InputIBA(_LayerAttribution):
 
             t0 = time.perf_counter()
             inp = fit_input_bottleneck(
-                self.model, x, t, gan.mask, rng,
+                lambda z: self.model(to_channels_last(z, cl)), x, t, gan.mask, rng,
                 mean=cfg.input_mean, std=cfg.input_std, beta=cfg.input_beta,
                 steps=cfg.input_steps, lr=cfg.input_lr, draws=cfg.input_draws,
                 sigma=cfg.input_sigma, init_alpha=cfg.init_alpha, max_batch=cfg.max_batch,

@@ -32,6 +32,9 @@ class InputIBAConfig:
     ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
     ``max_batch``: at most this many images (samples x draws) per forward pass, which bounds
     memory; results do not depend on it (gradients are accumulated exactly). None: no limit.
+    ``channels_last``: run 4-d inputs and convolution weights in channels-last memory layout
+    during attribution (faster on CPUs; the weights' values never change and their layout is
+    restored afterwards).
     """
 
     feat_beta: float = 20.0
@@ -65,6 +68,7 @@ class InputIBAConfig:
 
     seed: int = 0
     max_batch: int | None = 16
+    channels_last: bool = True
 
     def replace(self, **changes: Any) -> InputIBAConfig:
         """A copy with ``changes`` applied (unknown names raise a TypeError naming them)."""
