@@ -60,3 +60,15 @@ def test_preprocess_resizes_whole_image_and_normalises():
     grey = np.zeros((10, 10), np.uint8)
     assert torch.allclose(prep(grey), -torch.ones(3, 32, 32))
     assert torch.allclose(prep.denormalize(t), torch.ones_like(t))
+
+
+def test_preprocess_of_a_pil_image_does_not_warn():
+    """PIL gives read-only arrays; torch warns when wrapping one without a copy."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = Preprocess(16)(Image.fromarray(np.zeros((20, 30, 3), np.uint8)))
+    assert t.shape == (3, 16, 16)

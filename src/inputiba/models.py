@@ -115,7 +115,7 @@ def _to_float_tensor(image: Any) -> torch.Tensor:
     if arr.ndim != 3:
         raise ValueError(f"Expected an H x W x 3 image, got an array of shape {arr.shape}")
     arr = arr[..., :3]
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
+    t = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float()  # a writable copy
     if arr.dtype == np.uint8 or t.max() > 1.5:
         t = t / 255.0
     return t
