@@ -13,18 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from ..explainers import available_explainers
+
 __all__ = ["register", "run"]
 
-DEFAULT_METHODS = (
-    "inputiba",
-    "iba",
-    "gradcam",
-    "integrated_gradients",
-    "guided_backprop",
-    "deepshap",
-    "extremal_perturbation",
-    "random",
-)
+#: Every registered method, in the registry's (the paper's) order.
+DEFAULT_METHODS = tuple(available_explainers())
 
 
 def _items(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
