@@ -81,6 +81,7 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     total = time.perf_counter() - t0
     full = _scaled_config(preset, 1.0)
     factors = {
+        "setup": 1.0,
         "feature": full.feat_steps / cfg.feat_steps,
         "gan": full.gan_epochs / cfg.gan_epochs,
         "input": full.input_steps / cfg.input_steps,
@@ -148,7 +149,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"preset {args.preset!r}, scale {args.scale}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'model':7s} {'B':>3s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
+    print(f"{'model':7s} {'B':>3s} {'setup s/img':>12s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
           f"{'total s/img':>12s} {'img/s':>7s} {'peak GiB':>9s}")
     for m in args.models:
         sizes = list(args.batch_sizes)
@@ -165,7 +166,7 @@ def main() -> None:
             r = json.loads(line[7:])
             s = r["per_image"]
             tag = " (extrapolated)" if args.scale < 1 else ""
-            print(f"{m:7s} {b:3d} {s['feature']:13.2f} {s['gan']:13.2f} {s['input']:13.2f} "
+            print(f"{m:7s} {b:3d} {s.get('setup', 0.0):12.2f} {s['feature']:13.2f} {s['gan']:13.2f} {s['input']:13.2f} "
                   f"{r['total_per_image']:12.2f} {1 / r['total_per_image']:7.3f} {r['peak_gib']:9.2f}{tag}")
             if args.largest_batch and not sizes:
                 sizes.append(b * 2)

@@ -67,7 +67,7 @@ def test_attribute_shapes_ranges_and_details(digits, digits_model, digits_stats)
     assert ((res.gan_mask >= 0) & (res.gan_mask <= 1)).all()
     assert res.losses["feature"]["total"].shape == (3, ex.config.feat_steps)
     assert res.losses["input"]["total"].shape == (3, SMALL["input_steps"])
-    assert set(res.seconds) == {"feature", "gan", "input"}
+    assert set(res.seconds) == {"setup", "feature", "gan", "input"}
     # the bottleneck optimisation lowers each sample's loss
     tot = res.losses["input"]["total"]
     assert (tot[:, -1] < tot[:, 0]).all()
@@ -206,3 +206,12 @@ def test_deleting_top_pixels_hurts_more_than_random(digits, digits_model, digits
     drop_rand = (p0 - _prob(digits_model, xr.view_as(x), t)).mean()
     print("drop", float(drop_top), float(drop_rand))
     assert drop_top > drop_rand + 0.1, (drop_top, drop_rand)
+
+
+def test_float64_models_are_explained_in_float64(digits, digits_model, digits_stats):
+    """Regression: the WGAN critic was always float32, so a float64 model failed in stage 2."""
+    import copy
+
+    model = copy.deepcopy(digits_model).double()
+    maps = _explainer(model, digits_stats, gan_epochs=1).attribute(digits[2][:1].double())
+    assert maps.dtype == torch.float64 and torch.isfinite(maps).all()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._malloc import keep_freed_memory
 from ._rng import SampleRNG, sample_seeds
 from .bottleneck import (
     BottleneckResult,
@@ -27,6 +28,7 @@ from .bottleneck import (
 from .config import InputIBAConfig, resolve_config
 from .estimator import LayerStatistics, _model_device, estimate_layer_statistics
 from .functional import capacity_map, target_probability
+from .fusion import fold_batchnorm
 from .gan import ImageCritic, fit_gan_mask
 from .layers import (
     LayerSplit,
@@ -143,11 +145,24 @@ class _LayerAttribution:
             )
         return self._statistics
 
-    def _layer_split(self) -> LayerSplit:
+    def _network(self, probe: torch.Tensor) -> tuple[nn.Module, LayerSplit]:
+        """The network the optimisation loops run, and its split at the layer.
+
+        With ``config.fold_batchnorm``, a private copy of the (frozen, eval-mode) model with
+        batch norms folded into convolutions (:func:`~inputiba.fusion.fold_batchnorm`), made
+        anew per call so that it always reflects the model's current weights; otherwise (or
+        when nothing folds) the model itself, whose split is cached.
+        """
+        net = self.model
+        if self.config.fold_batchnorm:
+            net, _ = fold_batchnorm(self.model, probe, keep=(self.layer,))
+        if net is not self.model:
+            if self.config.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            return net, LayerSplit(net, self.layer)
         if self._split is None:
-            with frozen_eval(self.model):
-                self._split = LayerSplit(self.model, self.layer)
-        return self._split
+            self._split = LayerSplit(self.model, self.layer)
+        return net, self._split
 
     def _stats_tensors(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         stats = self._require_statistics()
@@ -163,10 +178,9 @@ class _LayerAttribution:
         return mean, std, active
 
     def _feature_stage(
-        self, x: torch.Tensor, target: torch.Tensor, rng: SampleRNG, sigma: float,
-        beta: float, steps: int, lr: float, draws: int,
+        self, split: LayerSplit, x: torch.Tensor, target: torch.Tensor, rng: SampleRNG,
+        sigma: float, beta: float, steps: int, lr: float, draws: int,
     ) -> tuple[torch.Tensor, BottleneckResult]:
-        split = self._layer_split()
         max_batch = self.config.max_batch
         x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.config.channels_last)
         # the head runs once, per fixed chunk of rows (its context may hold the chunk's size)
@@ -197,7 +211,8 @@ class InputIBAResult:
         input_capacity: (B, 1, H, W) stage-3 KL summed over channels, in bits.
         targets: (B,) the explained classes. probabilities: (B,) their probabilities.
         losses: per stage, dicts of (B, steps) tensors.
-        seconds: wall time per stage.
+        seconds: wall time per stage (``setup``: preparing the network, then ``feature``,
+            ``gan``, ``input``).
         config: the settings used.
     """
 
@@ -276,6 +291,8 @@ class IBA(_LayerAttribution):
         inputs = _check_inputs(inputs)
         cfg = self.config
         device = _model_device(self.model)
+        if cfg.keep_freed_memory and device.type == "cpu":
+            keep_freed_memory()
         cl = cfg.channels_last
         x = to_channels_last(inputs.to(device), cl)
         with frozen_eval(self.model), channels_last(self.model, cl):
@@ -283,7 +300,8 @@ class IBA(_LayerAttribution):
                 logits = self.model(x)
             t = resolve_targets(logits, target)
             rng = SampleRNG(sample_seeds(cfg.seed if seed is None else seed, x.shape[0]), device)
-            _, res = self._feature_stage(x, t, rng, cfg.feat_sigma, cfg.feat_beta,
+            _, split = self._network(x[:1])
+            _, res = self._feature_stage(split, x, t, rng, cfg.feat_sigma, cfg.feat_beta,
                                          cfg.feat_steps, cfg.feat_lr, cfg.feat_draws)
         out = capacity_map(res.kl, tuple(x.shape[-2:]) if upsample else None)
         return (out, res) if return_details else out
@@ -358,6 +376,8 @@ class InputIBA(_LayerAttribution):
         inputs = _check_inputs(inputs)
         cfg = self.config
         device = _model_device(self.model)
+        if cfg.keep_freed_memory and device.type == "cpu":
+            keep_freed_memory()
         cl = cfg.channels_last
         x = to_channels_last(inputs.to(device), cl)
         b, c, h, w = x.shape
@@ -370,17 +390,22 @@ class InputIBA(_LayerAttribution):
             rng = SampleRNG(sample_seeds(cfg.seed if seed is None else seed, b), device)
 
             t0 = time.perf_counter()
-            r, feat = self._feature_stage(x, t, rng, cfg.feat_sigma, cfg.feat_beta,
+            net, split = self._network(x[:1])
+            layer = get_layer(net, self.layer)
+            seconds["setup"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            r, feat = self._feature_stage(split, x, t, rng, cfg.feat_sigma, cfg.feat_beta,
                                           cfg.feat_steps, cfg.feat_lr, cfg.feat_draws)
             seconds["feature"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
             mean, std, active = self._stats_tensors(r)
             theta0 = capacity_map(feat.kl, (h, w)).expand(b, c, h, w)
-            critic = ImageCritic(b, r.shape[1], tuple(r.shape[-2:])).to(device)
+            critic = ImageCritic(b, r.shape[1], tuple(r.shape[-2:])).to(device, r.dtype)
             critic.init_per_sample(rng)
             gan = fit_gan_mask(
-                lambda inp: layer_output(self.model, self.module, to_channels_last(inp, cl)),
+                lambda inp: layer_output(net, layer, to_channels_last(inp, cl)),
                 x, r, feat.kl if cfg.gan_real == "capacity" else feat.lamb, critic, rng,
                 theta_init=theta0, real_noise=cfg.gan_real,
                 feature_mean=mean, feature_std=std, active=active,
@@ -395,7 +420,7 @@ class InputIBA(_LayerAttribution):
 
             t0 = time.perf_counter()
             inp = fit_input_bottleneck(
-                lambda z: self.model(to_channels_last(z, cl)), x, t, gan.mask, rng,
+                lambda z: net(to_channels_last(z, cl)), x, t, gan.mask, rng,
                 mean=cfg.input_mean, std=cfg.input_std, beta=cfg.input_beta,
                 steps=cfg.input_steps, lr=cfg.input_lr, draws=cfg.input_draws,
                 sigma=cfg.input_sigma, init_alpha=cfg.init_alpha, max_batch=cfg.max_batch,

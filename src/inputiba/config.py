@@ -35,6 +35,12 @@ class InputIBAConfig:
     ``channels_last``: run 4-d inputs and convolution weights in channels-last memory layout
     during attribution (faster on CPUs; the weights' values never change and their layout is
     restored afterwards).
+    ``fold_batchnorm``: run the stages on a private copy of the model in which eval-mode batch
+    norms are folded into the convolutions before them (the same function up to float
+    rounding, about 1.5x faster on CPUs for BatchNorm networks; the model is not modified).
+    ``keep_freed_memory``: on CPU, tell glibc to keep freed memory for reuse rather than
+    return it to the OS (:func:`inputiba._malloc.keep_freed_memory`; process-wide, once):
+    fresh memory costs page faults, which took as long as the convolutions.
     """
 
     feat_beta: float = 20.0
@@ -67,8 +73,10 @@ class InputIBAConfig:
     input_std: float = 1.0
 
     seed: int = 0
-    max_batch: int | None = 16
+    max_batch: int | None = 8
     channels_last: bool = True
+    fold_batchnorm: bool = True
+    keep_freed_memory: bool = True
 
     def replace(self, **changes: Any) -> InputIBAConfig:
         """A copy with ``changes`` applied (unknown names raise a TypeError naming them)."""

@@ -610,7 +610,7 @@ class TextInputIBA:
             # bits per input pixel); "zero" starts every token at m = 0.5
             theta0 = (feat.kl.mean(-1, keepdim=True) / LN2 if self.theta_init == "capacity"
                       else torch.zeros_like(valid3))
-            critic = SequenceCritic(b, r.shape[-1], valid.sum(1), self.critic_hidden).to(device)
+            critic = SequenceCritic(b, r.shape[-1], valid.sum(1), self.critic_hidden).to(device, r.dtype)
             critic.init_per_sample(rng)
             gan = fit_gan_mask(
                 features_of, x_std, r, feat.kl if cfg.gan_real == "capacity" else feat.lamb,
