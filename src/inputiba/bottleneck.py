@@ -78,10 +78,13 @@ def backward_in_chunks(
     Returns:
         The per-row losses (detached) with ``loss``, else ``fn``'s outputs (detached).
     """
-    leaf = inputs.detach().requires_grad_(True)
-    outs = []
+    detached = inputs.detach()
+    outs, chunk_grads = [], []
     for rows in row_chunks(inputs.shape[0], max_batch):
-        out = fn(leaf[rows], rows)
+        # a leaf per chunk: slicing one shared leaf would make every chunk's backward write
+        # (and add up) a zero-filled gradient of the whole batch, quadratic in the batch size
+        leaf = detached[rows].requires_grad_(True)
+        out = fn(leaf, rows)
         if loss is not None:
             per_row = loss(out, rows)
             per_row.sum().backward()
@@ -89,10 +92,11 @@ def backward_in_chunks(
         else:
             out.backward(grad_outputs[rows])
             outs.append(out.detach())
+        chunk_grads.append(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
     tensors, grads = [], []
     if inputs.requires_grad:
         tensors.append(inputs)
-        grads.append(leaf.grad)
+        grads.append(torch.cat(chunk_grads) if len(chunk_grads) > 1 else chunk_grads[0])
     if extra is not None:
         tensors.append(extra)
         grads.append(None)

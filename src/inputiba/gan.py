@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._rng import SampleRNG
-from .bottleneck import backward_in_chunks, row_chunks
+from .bottleneck import row_chunks
 
 __all__ = [
     "GroupedLinear",
@@ -231,16 +231,23 @@ def fit_gan_mask(
     critic.to(dev).train()
     opt_d = torch.optim.RMSprop(critic.parameters(), lr=critic_lr)
 
-    def masked_inputs(g: torch.Tensor) -> torch.Tensor:
-        """(B * n, *I) generator inputs for noise g (B, n, *I); differentiable in the params."""
-        m = torch.sigmoid(theta).unsqueeze(1)
-        noise = noise_scale.unsqueeze(1) * g + noise_mean.unsqueeze(1)
-        return (m * x.unsqueeze(1) + (1 - m) * noise).flatten(0, 1)
+    def masked_inputs(g: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Generator inputs for ``rows`` of the flattened (B * n) noise ``g`` (B * n, *I),
+        differentiable in the generator's parameters. Built chunk by chunk, so no tensor of
+        all B * n inputs is ever made."""
+        n = g.shape[0] // b
+        parts = []
+        for k in range(rows.start // n, (rows.stop - 1) // n + 1):  # the samples in the chunk
+            lo, hi = max(rows.start, k * n), min(rows.stop, (k + 1) * n)
+            m = torch.sigmoid(theta[k])
+            noise = noise_scale[k] * g[lo:hi] + noise_mean[k]
+            parts.append(m * x[k] + (1 - m) * noise)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def features(inputs: torch.Tensor) -> torch.Tensor:
+    def features(g: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([features_of(inputs[rows])
-                              for rows in row_chunks(inputs.shape[0], max_batch)])
+            return torch.cat([features_of(masked_inputs(g, rows))
+                              for rows in row_chunks(g.shape[0], max_batch)])
 
     n_subsets = max(1, dataset_size // subset_size)
     feat_shape = tuple(r.shape[1:])
@@ -273,17 +280,16 @@ def fit_gan_mask(
             n = idx.shape[1]
             real = real_batch(idx, sub_mean, sub_std)
             train_g = i % critic_iters == 0
-            g = rng.randn(n, *in_shape, dtype=dt).to(dev)
+            g = rng.randn(n, *in_shape, dtype=dt).to(dev).flatten(0, 1)
             # the generator does not change during a critic step, so when the generator trains
             # on this batch its output doubles as the critic's fake batch
             single = not max_batch or b * n <= max_batch
             if train_g and single:
-                fake_g = features_of(masked_inputs(g))
+                fake_g = features_of(masked_inputs(g, slice(0, b * n)))
                 fake_g = fake_g.view(b, n, *fake_g.shape[1:])
                 fake = fake_g.detach()
             else:
-                with torch.no_grad():
-                    fake = features(masked_inputs(g))
+                fake = features(g)
                 fake = fake.view(b, n, *fake.shape[1:])
             opt_d.zero_grad(set_to_none=True)
             loss_d = -critic(real).mean(1) + critic(fake).mean(1)
@@ -302,8 +308,9 @@ def fit_gan_mask(
                     fake_leaf = fake.requires_grad_(True)
                     loss_g = -critic(fake_leaf).mean(1)
                     loss_g.sum().backward()
-                    backward_in_chunks(lambda inp, _rows: features_of(inp), masked_inputs(g),
-                                       max_batch, grad_outputs=fake_leaf.grad.flatten(0, 1))
+                    grad_fake = fake_leaf.grad.flatten(0, 1)
+                    for rows in row_chunks(b * n, max_batch):
+                        features_of(masked_inputs(g, rows)).backward(grad_fake[rows])
                 opt_g.step()
                 g_hist.append(loss_g.detach())
     empty = torch.zeros(b, 0)
