@@ -27,4 +27,18 @@ def test_backward_in_chunks_matches_one_pass_and_gives_each_chunk_its_own_leaf()
     assert [t.shape[0] for t in seen] == [4, 4, 2]
     # regression: chunks used to be views of one whole-batch leaf, so every chunk's backward
     # wrote and summed a zero-filled gradient of the whole batch (quadratic in the batch size)
-    assert all(t.is_leaf and t.grad is not None and t.grad.shape == t.shape for t in seen)
+    leaves = [t.grad_fn.next_functions[0][0].variable for t in seen]  # fn gets a leaf's copy
+    assert all(v.is_leaf and v.grad is not None and v.grad.shape == t.shape
+               for v, t in zip(leaves, seen, strict=True))
+
+
+def test_chunks_may_be_modified_in_place_by_the_network():
+    """Regression: VGG16 failed in stage 1, whose tail starts with ReLU(inplace=True)."""
+    torch.manual_seed(0)
+    a = torch.randn(6, 5)
+    w = torch.randn(5, 3, requires_grad=True)
+    backward_in_chunks(lambda inp, _rows: torch.relu_(inp) * 2, a @ w, 4,
+                       loss=lambda out, _rows: out.sum(1))
+    chunked, w.grad = w.grad.clone(), None
+    (torch.relu(a @ w) * 2).sum().backward()
+    torch.testing.assert_close(chunked, w.grad)

@@ -215,3 +215,18 @@ def test_float64_models_are_explained_in_float64(digits, digits_model, digits_st
     model = copy.deepcopy(digits_model).double()
     maps = _explainer(model, digits_stats, gan_epochs=1).attribute(digits[2][:1].double())
     assert maps.dtype == torch.float64 and torch.isfinite(maps).all()
+
+
+def test_inplace_relu_right_after_the_layer(digits):
+    """Regression: a tail that starts with ReLU(inplace=True) (VGG16 at features.17) failed."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+    ).eval()
+    x = digits[2][:2]
+    ex = InputIBA(model, "2", **{**SMALL, "gan_epochs": 1})
+    ex.estimate([digits[0][:64]], progress=False)
+    maps = ex.attribute(x)
+    assert maps.shape == (2, 1, *x.shape[-2:]) and torch.isfinite(maps).all()

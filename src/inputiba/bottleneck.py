@@ -84,7 +84,9 @@ def backward_in_chunks(
         # a leaf per chunk: slicing one shared leaf would make every chunk's backward write
         # (and add up) a zero-filled gradient of the whole batch, quadratic in the batch size
         leaf = detached[rows].requires_grad_(True)
-        out = fn(leaf, rows)
+        # fn gets a copy: a network that starts with an in-place op (VGG's ReLU(inplace=True)
+        # right after the bottleneck layer) may not modify a leaf
+        out = fn(leaf.clone(), rows)
         if loss is not None:
             per_row = loss(out, rows)
             per_row.sum().backward()
