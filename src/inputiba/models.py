@@ -130,26 +130,23 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 
 def class_index(name_or_index: int | str, num_classes: int | None = None) -> int:
-    """Resolve a target given as an index or an ImageNet class name (case-insensitive).
+    """Resolve a target given as an index or an ImageNet class name (case-insensitive; any
+    comma-separated synonym matches, e.g. ``"tabby"``).
+
+    The ImageNet form of :func:`inputiba.explain.resolve_target`, which works with any list of
+    class names.
 
     Raises:
-        ValueError: the index is out of range or the name is unknown (close names are listed).
+        ValueError: the index is out of range or the name is unknown or ambiguous (close
+            names are listed).
     """
-    if isinstance(name_or_index, (int, np.integer)) or str(name_or_index).lstrip("-").isdigit():
-        idx = int(name_or_index)
-        if num_classes is not None and not 0 <= idx < num_classes:
-            raise ValueError(f"Target {idx} is out of range for a model with {num_classes} classes")
-        return idx
-    names = imagenet_class_names()
-    lowered = [n.lower() for n in names]
-    key = str(name_or_index).strip().lower()
-    if key in lowered:
-        return lowered.index(key)
-    import difflib
+    from .explain import resolve_target  # explain imports this module
 
-    close = difflib.get_close_matches(key, lowered, n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown ImageNet class name {name_or_index!r}.{hint}")
+    if num_classes is None and not isinstance(name_or_index, str):
+        return int(name_or_index)
+    idx = resolve_target(name_or_index, imagenet_class_names(), num_classes or 1000)
+    assert idx is not None
+    return idx
 
 
 def default_layer(model_name: str) -> str | None:
