@@ -14,6 +14,7 @@ Examples:
     python benchmarks/bench_core.py                                  # EfficientNet-Lite0, B = 1, 4, 8
     python benchmarks/bench_core.py --models vgg16 --scale 0.1       # VGG16 features.17, extrapolated
     python benchmarks/bench_core.py --batch-sizes 1 --reference      # + AUCs vs the original's maps
+    python benchmarks/bench_core.py --batch-sizes --reference --seeds 3   # AUCs only, 3 seeds
     python benchmarks/bench_core.py --device cuda --batch-sizes 1 8 32
 """
 
@@ -37,10 +38,10 @@ REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-m
 TARGETS = {"chelsea": 285, "coffee": 967}
 
 
-def _scaled_config(preset: str, scale: float):
+def _scaled_config(preset: str, scale: float, overrides: dict | None = None):
     from inputiba.config import resolve_config
 
-    cfg = resolve_config(preset)
+    cfg = resolve_config(preset, **(overrides or {}))
     if scale >= 1:
         return cfg
     return cfg.replace(
@@ -57,7 +58,8 @@ def _estimation_batches(prep, n: int = 9):
     return [x[:n]]
 
 
-def run_single(model_key: str, batch: int, preset: str, scale: float, device: str) -> dict:
+def run_single(model_key: str, batch: int, preset: str, scale: float, device: str,
+               overrides: dict | None = None) -> dict:
     from inputiba import InputIBA
     from inputiba.assets import builtin_photos
     from inputiba.models import load_model
@@ -66,7 +68,7 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     model, prep = load_model(name, device=device)  # VGG16: random weights (timing only)
     photos = list(builtin_photos().values())
     x = prep.batch([photos[i % len(photos)] for i in range(batch)]).to(device)
-    cfg = _scaled_config(preset, scale)
+    cfg = _scaled_config(preset, scale, overrides)
     ex = InputIBA(model, layer, preset=cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,7 +81,7 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
-    full = _scaled_config(preset, 1.0)
+    full = _scaled_config(preset, 1.0, overrides)
     factors = {
         "setup": 1.0,
         "feature": full.feat_steps / cfg.feat_steps,
@@ -98,7 +100,8 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     }
 
 
-def reference_comparison(preset: str, auc_step: float) -> None:
+def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
+                         overrides: dict | None = None) -> None:
     from inputiba import InputIBA
     from inputiba.assets import builtin_photos
     from inputiba.metrics.functional import deletion, insertion
@@ -106,34 +109,51 @@ def reference_comparison(preset: str, auc_step: float) -> None:
 
     model, prep = load_model("efficientnet-lite0")
     photos = builtin_photos()
-    ex = InputIBA(model, "_blocks.5", preset=preset)
+    ex = InputIBA(model, "_blocks.5", preset=preset, **(overrides or {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex.estimate(_estimation_batches(prep), progress=False)
     names = list(TARGETS)
     x = prep.batch([photos[n] for n in names])
     t = torch.tensor([TARGETS[n] for n in names])
-    t0 = time.perf_counter()
-    res = ex.attribute(x, target=t, return_details=True)
-    secs = time.perf_counter() - t0
-    ours = res.attribution[:, 0]
-    print(f"\nReference photos, preset {preset!r}: {secs:.1f} s for {len(names)} images "
-          f"(stages: {', '.join(f'{k} {v:.1f} s' for k, v in res.seconds.items())})")
-    print(f"AUCs with {auc_step} of the pixels a step (deletion: zeros; insertion: blur sigma 15)")
+
+    def aucs(m: torch.Tensor, i: int) -> tuple[float, float]:
+        d = deletion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
+        ins = insertion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
+        return d, ins
+
+    ours: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        res = ex.attribute(x, target=t, seed=seed * len(names), return_details=True)
+        secs = time.perf_counter() - t0
+        print(f"\nReference photos, preset {preset!r} {overrides or ''}, seed {seed * len(names)}: {secs:.1f} s for "
+              f"{len(names)} images (stages: "
+              f"{', '.join(f'{k} {v:.1f} s' for k, v in res.seconds.items())})")
+        for i, n in enumerate(names):
+            ours[n].append(aucs(res.attribution[i, 0], i))
+    print(f"\nAUCs with {auc_step} of the pixels a step (deletion: zeros; insertion: blur sigma 15)"
+          + (f"; inputiba: mean +- std over {seeds} seeds" if seeds > 1 else ""))
     print(f"{'image':10s} {'maps':10s} {'deletion (lower better)':>24s} {'insertion (higher better)':>26s}")
     for i, n in enumerate(names):
         ref = torch.from_numpy(np.load(REFERENCE / f"effnet_{n}_input_mask.npy")).float()
-        for label, m in (("inputiba", ours[i]), ("original", ref)):
-            d = deletion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
-            ins = insertion(model, x[i:i + 1], t[i:i + 1], m[None], step=auc_step).auc.item()
-            print(f"{n:10s} {label:10s} {d:24.4f} {ins:26.4f}")
+        a = np.array(ours[n])
+        spread = seeds > 1
+        d_txt = f"{a[:, 0].mean():.4f}" + (f" +- {a[:, 0].std():.4f}" if spread else "")
+        i_txt = f"{a[:, 1].mean():.4f}" + (f" +- {a[:, 1].std():.4f}" if spread else "")
+        print(f"{n:10s} {'inputiba':10s} {d_txt:>24s} {i_txt:>26s}")
+        d, ins = aucs(ref, i)
+        print(f"{n:10s} {'original':10s} {d:24.4f} {ins:26.4f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["effnet"], choices=sorted(MODELS))
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 8])
+    p.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 4, 8],
+                   help="batch sizes to time (none: only --reference)")
     p.add_argument("--preset", default="paper")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the preset, e.g. --set gan_real=lambda")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the steps to run (times are scaled back)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reference", action="store_true", help="compare AUCs with the original's maps")
@@ -141,10 +161,16 @@ def main() -> None:
                    help="after the listed sizes, keep doubling the batch until it no longer fits "
                         "(for CUDA: images per second at the largest batch that fits)")
     p.add_argument("--auc-step", type=float, default=0.01)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="--reference: explain with this many seeds (the map is stochastic)")
     p.add_argument("--single", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    from inputiba.cli.explain import parse_option
+
+    overrides = dict(parse_option(o) for o in args.options)
     if args.single:
-        out = run_single(args.single[0], int(args.single[1]), args.preset, args.scale, args.device)
+        out = run_single(args.single[0], int(args.single[1]), args.preset, args.scale, args.device,
+                         overrides)
         print("RESULT " + json.dumps(out))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
@@ -156,6 +182,7 @@ def main() -> None:
         while sizes:
             b = sizes.pop(0)
             cmd = [sys.executable, __file__, "--single", m, str(b), "--preset", args.preset,
+                   *[a for o in args.options for a in ("--set", o)],
                    "--scale", str(args.scale), "--device", args.device]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -171,7 +198,7 @@ def main() -> None:
             if args.largest_batch and not sizes:
                 sizes.append(b * 2)
     if args.reference:
-        reference_comparison(args.preset, args.auc_step)
+        reference_comparison(args.preset, args.auc_step, args.seeds, overrides)
 
 
 if __name__ == "__main__":
