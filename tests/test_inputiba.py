@@ -230,3 +230,29 @@ def test_inplace_relu_right_after_the_layer(digits):
     ex.estimate([digits[0][:64]], progress=False)
     maps = ex.attribute(x)
     assert maps.shape == (2, 1, *x.shape[-2:]) and torch.isfinite(maps).all()
+
+
+def test_gan_real_subsets_keep_their_mean_and_std_across_epochs():
+    """Regression: the sub-sets' noise means and stds were redrawn every epoch; the original
+    code draws them once per GAN (only the noise of each sample is new at every visit)."""
+    real_means = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, feats):  # (B, N, C, H, W) -> (B, N)
+            m = feats.detach().mean().item()
+            if m < 50:  # fake features are 100: record the real batches only
+                real_means.append(m)
+            return feats.flatten(2).mean(-1) * self.w
+
+    x = torch.zeros(1, 1, 4, 4)
+    feat = (1, 16, 16, 16)
+    gan = fit_gan_mask(lambda inp: torch.full((inp.shape[0], *feat[1:]), 100.0) + 0 * inp.sum(),
+                       x, torch.zeros(feat), torch.zeros(feat), Recorder(), SampleRNG([3]),
+                       dataset_size=32, subset_size=32, batch_size=32, epochs=4)
+    assert gan.losses["critic"].shape == (1, 4) and len(real_means) == 4
+    # one sub-set: every epoch's real batch is noise of the same mean (131,072 values each)
+    assert max(real_means) - min(real_means) < 0.1, real_means

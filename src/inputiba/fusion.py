@@ -1,16 +1,19 @@
 """A private, faster copy of a frozen classifier for the optimisation loops.
 
 Attribution runs the same frozen network thousands of times (stage 2 alone makes about 5,000
-image passes per sample at the paper's settings). In eval mode a BatchNorm layer is a fixed
-per-channel affine map, so when it reads a convolution's output directly it can be folded
-into that convolution's weights and bias. On EfficientNet-Lite0 this removes a third of the
-CPU time of a forward+backward pass up to ``_blocks.5``: batch norm's passes over memory, not
-the convolutions, dominated it.
+image passes per sample at the paper's settings). Profiles of EfficientNet-Lite0 up to
+``_blocks.5`` on a CPU showed the convolutions taking under half of a forward+backward pass;
+the rest went to passes over memory that a frozen network does not need:
 
-:func:`fold_batchnorm` finds the (convolution, batch norm) pairs by running the model once on
-a probe input with hooks (so it works for models that :mod:`torch.fx` cannot trace), folds
-them in a deep copy, and checks the copy against the original on the probe. The original
-model is never modified.
+* in eval mode a BatchNorm layer is a fixed per-channel affine map, so when it reads a
+  convolution's output directly it folds into that convolution's weights and bias;
+* a zero-padding module in front of a convolution copies the whole activation, while the
+  convolution can pad by itself;
+* an activation that reads such a folded output can run in place.
+
+:func:`fold_batchnorm` finds these by running the model once on a probe input with hooks (so
+it works for models that :mod:`torch.fx` cannot trace), applies them to a deep copy, and checks
+the copy against the original on the probe. The original model is never modified.
 """
 
 from __future__ import annotations

@@ -177,7 +177,8 @@ def fit_gan_mask(
 
     * ``real_noise="capacity"`` (the original code): ``weight`` is the stage-1 KL per element
       (nats) and ``n`` is Gaussian with, for each of ``dataset_size / subset_size`` sub-sets,
-      a mean ~ U(-2, 2) and a std ~ U(0, 5), drawn anew every epoch;
+      a mean ~ U(-2, 2) and a std ~ U(0, 5), drawn once; the noise itself is drawn anew each
+      time a sample is visited;
     * ``real_noise="lambda"`` (the paper's Z*): ``weight`` is the stage-1 lambda, ``n ~
       N(feature_mean, feature_std^2)``, and the result is multiplied by ``active``.
 
@@ -271,10 +272,12 @@ def fit_gan_mask(
     n_batches = math.ceil(dataset_size / batch_size)
     d_hist: list[torch.Tensor] = []
     g_hist: list[torch.Tensor] = []
+    # the sub-sets' means and stds are drawn once, as the original code's dataset does; only
+    # the noise of each sample is new every time it is visited
+    sub_mean = (rng.rand(n_subsets) * 4 - 2).to(dev, dt)
+    sub_std = (rng.rand(n_subsets) * 5).to(dev, dt)
     for _epoch in tqdm(range(epochs), desc="stage 2: WGAN", disable=not progress, leave=False):
         order = rng.randperm(dataset_size).to(dev)
-        sub_mean = (rng.rand(n_subsets) * 4 - 2).to(dev, dt)
-        sub_std = (rng.rand(n_subsets) * 5).to(dev, dt)
         for i in range(n_batches):
             idx = order[:, i * batch_size:(i + 1) * batch_size]
             n = idx.shape[1]
