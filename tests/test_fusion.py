@@ -196,3 +196,23 @@ def test_inputiba_on_a_float64_batchnorm_cnn_folded_or_not_gives_the_same_maps()
         a, b = getattr(res[True], key), getattr(res[False], key)
         assert (a - b).abs().max() < 1e-9, key
     assert isinstance(model.features[0][1], nn.BatchNorm2d)
+
+
+class DictOutput(nn.Module):
+    def __init__(self, wrapped: nn.Module, key: str) -> None:
+        super().__init__()
+        self.net, self.key = wrapped, key
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.key: self.net(x)}
+
+
+def test_outputs_are_checked_as_logits_of_a_mapping_or_not_folded_at_all() -> None:
+    x = torch.randn(1, 3, 32, 32)
+    fast, n = fold_batchnorm(DictOutput(_model(), "logits").eval(), x)
+    assert n == 6 and isinstance(fast.net.bn0, nn.Identity)
+    torch.testing.assert_close(fast(x)["logits"], fast.net(x))
+    # an output the check cannot read: the model runs unchanged
+    unreadable = DictOutput(_model(), "scores").eval()
+    fast, n = fold_batchnorm(unreadable, x)
+    assert fast is unreadable and n == 0

@@ -280,7 +280,8 @@ def fold_batchnorm(
     All parameters of the copy have ``requires_grad=False``. The copy is checked on
     ``probe``: if its output differs from the original's by more than ``rtol`` of the
     output's scale (a convolution whose output is also read elsewhere, say), the original
-    model is returned with a warning.
+    model is returned with a warning; so it is when the output is none of a tensor, a tuple
+    starting with one, or a mapping with ``"logits"`` (nothing to check against).
 
     Args:
         model: the classifier, in eval mode; it is not modified.
@@ -307,9 +308,9 @@ def fold_batchnorm(
                           "using the model unchanged.", stacklevel=2)
             return model, 0
         with torch.no_grad():
-            ref, out = model(probe), fast(probe)
-        if not (isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor)):
-            return fast, len(bn_pairs) + len(pad_pairs)
+            ref, out = _output_tensor(model(probe)), _output_tensor(fast(probe))
+        if ref is None or out is None or ref.shape != out.shape:
+            return model, 0  # nothing to check the copy against: run the model itself
         err = (ref - out).abs().max().item()
         scale = ref.abs().max().item() or 1.0
         if err <= rtol * scale:
@@ -320,6 +321,16 @@ def fold_batchnorm(
         stacklevel=2,
     )
     return model, 0
+
+
+def _output_tensor(out: Any) -> torch.Tensor | None:
+    """The model's output tensor: itself, the first of a tuple, or ``logits`` of a mapping."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    logits = out.get("logits") if hasattr(out, "get") else None
+    return logits if isinstance(logits, torch.Tensor) else None
 
 
 def _folded_copy(
