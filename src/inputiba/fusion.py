@@ -280,8 +280,9 @@ def fold_batchnorm(
     All parameters of the copy have ``requires_grad=False``. The copy is checked on
     ``probe``: if its output differs from the original's by more than ``rtol`` of the
     output's scale (a convolution whose output is also read elsewhere, say), the original
-    model is returned with a warning; so it is when the output is none of a tensor, a tuple
-    starting with one, or a mapping with ``"logits"`` (nothing to check against).
+    model is returned with a warning. When the output is none of a tensor, a tuple starting
+    with one, or a mapping with ``"logits"``, there is nothing to check against and the model
+    itself is returned.
 
     Args:
         model: the classifier, in eval mode; it is not modified.
