@@ -39,14 +39,14 @@ def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):
     assert g.abs().sum() > 0
 
     # stage 3: class-loss gradient reaches the input alpha
-    res3 = fit_input_bottleneck(digits_model, x, target, torch.zeros_like(x), rng,
+    res3 = fit_input_bottleneck(lambda inp, _s: digits_model(inp), x, target, torch.zeros_like(x), rng,
                                 beta=0.0, steps=1, draws=1, sigma=0.0)
     assert (res3.alpha != 5.0).any()
 
     # stage 2: the generator loss reaches theta through the network up to the layer
     critic = ImageCritic(2, r.shape[1], tuple(r.shape[-2:])).init_per_sample(rng)
     theta0 = torch.zeros_like(x)
-    gan = fit_gan_mask(lambda inp: layer_output(digits_model, "features.4", inp), x, r,
+    gan = fit_gan_mask(lambda inp, _s: layer_output(digits_model, "features.4", inp), x, r,
                        torch.sigmoid(alpha.detach()), critic, rng, theta_init=theta0,
                        dataset_size=8, subset_size=4, batch_size=8, epochs=1, critic_iters=1,
                        lr_theta=0.1)
@@ -250,7 +250,7 @@ def test_gan_real_subsets_keep_their_mean_and_std_across_epochs():
 
     x = torch.zeros(1, 1, 4, 4)
     feat = (1, 16, 16, 16)
-    gan = fit_gan_mask(lambda inp: torch.full((inp.shape[0], *feat[1:]), 100.0) + 0 * inp.sum(),
+    gan = fit_gan_mask(lambda inp, _s: torch.full((inp.shape[0], *feat[1:]), 100.0) + 0 * inp.sum(),
                        x, torch.zeros(feat), torch.zeros(feat), Recorder(), SampleRNG([3]),
                        dataset_size=32, subset_size=32, batch_size=32, epochs=4)
     assert gan.losses["critic"].shape == (1, 4) and len(real_means) == 4

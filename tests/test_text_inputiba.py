@@ -274,10 +274,20 @@ def lstm_state(tm):
     }
 
 
-def test_text_explainer_rejects_chunking_and_bad_layers():
+def test_chunked_forward_passes_give_the_same_scores(lstm, explainer):
+    """max_batch bounds the rows per forward pass; each chunk gets its own token ids (text used
+    to refuse max_batch because the stages could not align ids with a chunk)."""
+    tm, _ = lstm
+    ids, mask = tm.tokenizer(["A gorgeous, witty, seductive movie.", "Dull and far too long."])
+    whole = explainer.attribute(ids, attention_mask=mask, seed=3)
+    chunked = TextInputIBA(tm, preset=explainer.config.replace(max_batch=3),
+                           statistics=explainer.statistics)
+    torch.testing.assert_close(chunked.attribute(ids, attention_mask=mask, seed=3), whole,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_text_explainer_rejects_bad_layers():
     model = LSTMSentimentClassifier(10, embed_dim=4, hidden_size=3)
-    with pytest.raises(ValueError, match="max_batch is not supported"):
-        TextInputIBA(model, "lstm1", "embedding", max_batch=8)
     with pytest.raises(KeyError, match="Close matches: lstm1"):
         TextInputIBA(model, "lstm_1", "embedding")
     ex = TextInputIBA(model, "lstm1", "embedding")

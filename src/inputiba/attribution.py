@@ -405,7 +405,7 @@ class InputIBA(_LayerAttribution):
             critic = ImageCritic(b, r.shape[1], tuple(r.shape[-2:])).to(device, r.dtype)
             critic.init_per_sample(rng)
             gan = fit_gan_mask(
-                lambda inp: layer_output(net, layer, to_channels_last(inp, cl)),
+                lambda inp, _samples: layer_output(net, layer, to_channels_last(inp, cl)),
                 x, r, feat.kl if cfg.gan_real == "capacity" else feat.lamb, critic, rng,
                 theta_init=theta0, real_noise=cfg.gan_real,
                 feature_mean=mean, feature_std=std, active=active,
@@ -420,7 +420,7 @@ class InputIBA(_LayerAttribution):
 
             t0 = time.perf_counter()
             inp = fit_input_bottleneck(
-                lambda z: net(to_channels_last(z, cl)), x, t, gan.mask, rng,
+                lambda z, _samples: net(to_channels_last(z, cl)), x, t, gan.mask, rng,
                 mean=cfg.input_mean, std=cfg.input_std, beta=cfg.input_beta,
                 steps=cfg.input_steps, lr=cfg.input_lr, draws=cfg.input_draws,
                 sigma=cfg.input_sigma, init_alpha=cfg.init_alpha, max_batch=cfg.max_batch,

@@ -208,7 +208,7 @@ def fit_feature_bottleneck(
 
 
 def fit_input_bottleneck(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     target: torch.Tensor,
     prior_mask: torch.Tensor,
@@ -234,7 +234,9 @@ def fit_input_bottleneck(
     from the prior ``Q`` of :func:`inputiba.functional.input_prior_kl` with ``m = prior_mask``.
 
     Args:
-        forward: maps inputs (B * draws, *I) (sample-major) to logits (B * draws, K).
+        forward: ``forward(inputs, samples)`` maps a chunk of the (B * draws, *I) noisy
+            inputs (sample-major) to logits (M, K); ``samples`` (M,) holds each row's sample
+            index (for models whose forward needs per-sample data, such as token ids).
         x: (B, *I) the inputs (normalised images, or token embeddings (B, T, E)).
         target: (B,) target per sample.
         prior_mask: the GAN mask ``m`` in [0, 1], broadcastable to ``x``.
@@ -261,6 +263,7 @@ def fit_input_bottleneck(
     alpha.requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     target_rep = _repeat(target, draws)
+    sample_of_row = _repeat(torch.arange(b, device=x.device), draws)
     hist = {k: torch.zeros(b, steps, device=x.device) for k in ("total", "cls", "info")}
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
@@ -275,7 +278,7 @@ def fit_input_bottleneck(
         z = lamb_z.unsqueeze(1) * x.unsqueeze(1) + (1 - lamb_z.unsqueeze(1)) * eps
         info = _mean_per_sample(input_prior_kl(x, lamb, prior_mask, mean, std), w)
         cls = backward_in_chunks(
-            lambda inp, _rows: forward(inp), z.flatten(0, 1), max_batch,
+            lambda inp, rows: forward(inp, sample_of_row[rows]), z.flatten(0, 1), max_batch,
             loss=lambda out, rows: loss_fn(out, target_rep[rows]) / draws,
             extra=(beta * info).sum(),
         ).view(b, draws).sum(1)

@@ -145,7 +145,7 @@ class GanResult:
 
 
 def fit_gan_mask(
-    features_of: Callable[[torch.Tensor], torch.Tensor],
+    features_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     r: torch.Tensor,
     weight: torch.Tensor,
@@ -187,7 +187,9 @@ def fit_gan_mask(
     when ``i % critic_iters == 0``, the generator (RMSprop with per-parameter learning rates).
 
     Args:
-        features_of: maps inputs (B * N, *I) to layer-R features (B * N, *F); gradients must flow
+        features_of: ``features_of(inputs, samples)`` maps generator inputs (M, *I) to
+            layer-R features (M, *F); ``samples`` (M,) holds the sample index of each row (for
+            models whose forward needs per-sample data, such as token ids). Gradients must flow
             to the inputs (only the network up to R should run).
         x: (B, *I) inputs.
         r: (B, *F) the layer activation of ``x``.
@@ -245,9 +247,16 @@ def fit_gan_mask(
             parts.append(m * x[k] + (1 - m) * noise)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def samples_of(g: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The sample index of each of ``rows`` (the B * n rows are sample-major)."""
+        return torch.arange(rows.start, rows.stop, device=dev) // (g.shape[0] // b)
+
+    def fake_features(g: torch.Tensor, rows: slice) -> torch.Tensor:
+        return features_of(masked_inputs(g, rows), samples_of(g, rows))
+
     def features(g: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([features_of(masked_inputs(g, rows))
+            return torch.cat([fake_features(g, rows)
                               for rows in row_chunks(g.shape[0], max_batch)])
 
     n_subsets = max(1, dataset_size // subset_size)
@@ -288,7 +297,7 @@ def fit_gan_mask(
             # on this batch its output doubles as the critic's fake batch
             single = not max_batch or b * n <= max_batch
             if train_g and single:
-                fake_g = features_of(masked_inputs(g, slice(0, b * n)))
+                fake_g = fake_features(g, slice(0, b * n))
                 fake_g = fake_g.view(b, n, *fake_g.shape[1:])
                 fake = fake_g.detach()
             else:
@@ -313,7 +322,7 @@ def fit_gan_mask(
                     loss_g.sum().backward()
                     grad_fake = fake_leaf.grad.flatten(0, 1)
                     for rows in row_chunks(b * n, max_batch):
-                        features_of(masked_inputs(g, rows)).backward(grad_fake[rows])
+                        fake_features(g, rows).backward(grad_fake[rows])
                 opt_g.step()
                 g_hist.append(loss_g.detach())
     empty = torch.zeros(b, 0)

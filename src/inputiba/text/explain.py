@@ -68,7 +68,8 @@ __all__ = [
 #: short Rotten Tomatoes snippets (about 22 tokens, not IMDB's hundreds) beta 30 shuts every
 #: token (all lambdas ~0.01, the top-3 tokens hit a VADER word in 13% of confident test
 #: reviews, below random's 29%); beta 1 keeps the sentiment words (71%). Pass
-#: ``input_beta=30`` for the original value.
+#: ``input_beta=30`` for the original value. ``max_batch`` None runs all rows (samples x
+#: draws) in one pass, fine for short texts; set it to bound memory on long ones.
 TEXT_DEFAULTS: dict[str, Any] = {
     "feat_beta": 15.0,
     "input_beta": 1.0,
@@ -164,13 +165,6 @@ def _capture(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, torch.Tenso
     finally:
         for h in handles:
             h.remove()
-
-
-def _rep(t: torch.Tensor, n: int) -> torch.Tensor:
-    """Repeat a (B, ...) tensor to n rows, sample-major."""
-    if t.shape[0] == n:
-        return t
-    return t.repeat_interleave(n // t.shape[0], dim=0)
 
 
 # --------------------------------------------------------------------------- stage 0
@@ -432,11 +426,6 @@ class TextInputIBA:
         self.tokenizer = tokenizer
         self.pad_id = int(getattr(model, "pad_id", 0) if pad_id is None else pad_id)
         self.config = text_config(preset, **overrides)
-        if self.config.max_batch is not None:
-            raise ValueError(
-                "max_batch is not supported for text models yet: every stage runs all "
-                "samples x draws in one pass (leave max_batch=None)"
-            )
         self.critic_hidden = critic_hidden
         self.progress = progress
         self._stats: dict[str, LayerStatistics] | None = None
@@ -555,12 +544,11 @@ class TextInputIBA:
         seconds: dict[str, float] = {}
         model = self.model
 
-        def run(n: int, z_module: nn.Module | None = None, z: torch.Tensor | None = None):
-            ids_n, mask_n = _rep(ids, n), _rep(mask, n)
-            if z_module is None:
-                return model(ids_n, attention_mask=mask_n)
+        def run(samples: torch.Tensor, z_module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+            """The model on the token ids of ``samples`` (one row each) with ``z_module``'s
+            output replaced by ``z``."""
             with replace_output(z_module, lambda _orig: z):
-                return model(ids_n, attention_mask=mask_n)
+                return model(ids[samples], attention_mask=mask[samples])
 
         with frozen_eval(model):
             with torch.no_grad(), _capture(
@@ -584,10 +572,12 @@ class TextInputIBA:
             # stage 1: feature bottleneck on the per-token features
             t0 = time.perf_counter()
             mean_f, std_f, active_f = self._stat_tensors(self.layer, r.shape[-1], device, r.dtype)
+            feat_rows = torch.arange(b, device=device).repeat_interleave(cfg.feat_draws)
             feat = fit_feature_bottleneck(
-                lambda z, _rows: run(z.shape[0], self.module, z), r, tgt, mean_f, std_f, active_f, rng,
-                beta=cfg.feat_beta, steps=cfg.feat_steps, lr=cfg.feat_lr, draws=cfg.feat_draws,
-                sigma=0.0, init_alpha=cfg.init_alpha, valid=valid3, progress=self.progress,
+                lambda z, rows: run(feat_rows[rows], self.module, z), r, tgt, mean_f, std_f,
+                active_f, rng, beta=cfg.feat_beta, steps=cfg.feat_steps, lr=cfg.feat_lr,
+                draws=cfg.feat_draws, sigma=0.0, init_alpha=cfg.init_alpha, valid=valid3,
+                max_batch=cfg.max_batch, progress=self.progress,
             )
             feat_bits = feat.kl.sum(-1) / LN2
             seconds["feature"] = time.perf_counter() - t0
@@ -599,11 +589,10 @@ class TextInputIBA:
             )
             x_std = (emb - mean_e) / std_e
 
-            def features_of(inp: torch.Tensor) -> torch.Tensor:
-                n = inp.shape[0]
+            def features_of(inp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
                 with replace_output(self.embedding_module, lambda _o: inp * std_e + mean_e):
                     return layer_output(
-                        model, self.module, _rep(ids, n), attention_mask=_rep(mask, n)
+                        model, self.module, ids[samples], attention_mask=mask[samples]
                     )
 
             # the stage-1 capacity per token in bits per feature element (the images' analogue:
@@ -620,7 +609,8 @@ class TextInputIBA:
                 subset_size=cfg.gan_subset_size, batch_size=cfg.gan_batch_size,
                 epochs=cfg.gan_epochs, critic_lr=cfg.gan_critic_lr, clip=cfg.gan_clip,
                 critic_iters=cfg.gan_critic_iters, lr_mean=cfg.gan_lr_mean,
-                lr_scale=cfg.gan_lr_scale, lr_theta=cfg.gan_lr_theta, progress=self.progress,
+                lr_scale=cfg.gan_lr_scale, lr_theta=cfg.gan_lr_theta, max_batch=cfg.max_batch,
+                progress=self.progress,
             )
             gan_mask = gan.mask.squeeze(-1) * valid
             seconds["gan"] = time.perf_counter() - t0
@@ -628,11 +618,11 @@ class TextInputIBA:
             # stage 3: input bottleneck on the embeddings, one lambda per token
             t0 = time.perf_counter()
             inp = fit_input_bottleneck(
-                lambda z: run(z.shape[0], self.embedding_module, z), emb, tgt,
+                lambda z, samples: run(samples, self.embedding_module, z), emb, tgt,
                 gan_mask.unsqueeze(-1), rng, mean=mean_e, std=std_e, alpha_shape=(t_len, 1),
                 beta=cfg.input_beta, steps=cfg.input_steps, lr=cfg.input_lr,
                 draws=cfg.input_draws, sigma=0.0, init_alpha=cfg.init_alpha, valid=valid3,
-                progress=self.progress,
+                max_batch=cfg.max_batch, progress=self.progress,
             )
             seconds["input"] = time.perf_counter() - t0
 
