@@ -72,3 +72,20 @@ def test_preprocess_of_a_pil_image_does_not_warn():
         warnings.simplefilter("error")
         t = Preprocess(16)(Image.fromarray(np.zeros((20, 30, 3), np.uint8)))
     assert t.shape == (3, 16, 16)
+
+
+def test_preprocess_antialias_switch_matches_a_plain_bilinear_resize():
+    """antialias=False reproduces a plain bilinear resize (what cv2 and the original code do)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from inputiba.models import Preprocess
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)  # high frequencies: filters differ
+    plain = Preprocess(32, mean=(0.0,) * 3, std=(1.0,) * 3, antialias=False)(img)
+    t = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255
+    torch.testing.assert_close(plain, F.interpolate(t, size=(32, 32), mode="bilinear",
+                                                    align_corners=False)[0])
+    smooth = Preprocess(32, mean=(0.0,) * 3, std=(1.0,) * 3)(img)
+    assert smooth.std() < plain.std()  # the default low-pass filters the noise

@@ -64,6 +64,8 @@ class Preprocess:
     Args:
         size: output (H, W) or a single int for a square.
         mean, std: per-channel normalisation of [0, 1] pixel values.
+        antialias: low-pass filter when shrinking (bilinear resize); False matches OpenCV's
+            ``cv2.resize`` (INTER_LINEAR), which the original InputIBA code used.
 
     Calling it on an RGB ``PIL.Image``, an H x W x 3 uint8 array, or a (3, H, W) float tensor
     in [0, 1] returns a (3, H, W) float32 tensor. :meth:`batch` stacks several.
@@ -72,6 +74,7 @@ class Preprocess:
     size: int | tuple[int, int] = 224
     mean: Sequence[float] = field(default_factory=lambda: IMAGENET_MEAN)
     std: Sequence[float] = field(default_factory=lambda: IMAGENET_STD)
+    antialias: bool = True
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -80,7 +83,7 @@ class Preprocess:
     def __call__(self, image: Any) -> torch.Tensor:
         t = _to_float_tensor(image)
         t = F.interpolate(t[None], size=self.hw, mode="bilinear", align_corners=False,
-                          antialias=True)[0]
+                          antialias=self.antialias)[0]
         mean = torch.tensor(self.mean, dtype=t.dtype).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=t.dtype).view(-1, 1, 1)
         return (t - mean) / std
