@@ -167,7 +167,11 @@ def fit_feature_bottleneck(
         progress: show a progress bar.
 
     Returns:
-        :class:`BottleneckResult`; ``kl`` is the capacity (nats per element) of the final alpha.
+        :class:`BottleneckResult` of the last evaluated bottleneck: the loss is evaluated
+        ``steps`` times and Adam updates alpha after each evaluation but the last, so ``kl``
+        (capacity, nats per element), ``lamb`` and ``alpha`` belong to the last entry of the
+        loss histories. This is what IBA and the original InputIBA code report (the capacity
+        of their last forward pass); their maps differ from those of one more update.
     """
     b = r.shape[0]
     r = r.detach()
@@ -193,7 +197,8 @@ def fit_feature_bottleneck(
             extra=(beta * info).sum(),
         ).view(b, draws).sum(1)
         loss = cls + beta * info.detach()
-        opt.step()
+        if step < steps - 1:  # the result is the last evaluated bottleneck (see Returns)
+            opt.step()
         hist["total"][:, step] = loss.detach()
         hist["cls"][:, step] = cls
         hist["info"][:, step] = info.detach()
