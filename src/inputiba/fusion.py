@@ -28,6 +28,16 @@ from torch import nn
 __all__ = ["fold_batchnorm", "foldable_pairs"]
 
 
+def _probe_with_hooks(model: nn.Module, probe: torch.Tensor, handles: list[Any]) -> None:
+    """Run ``model(probe)`` without gradients, then remove ``handles`` (also on an exception)."""
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _is_foldable_bn(m: nn.Module) -> bool:
     return (
         isinstance(m, nn.BatchNorm2d)
@@ -80,12 +90,7 @@ def foldable_pairs(
             handles.append(m.register_forward_hook(on_conv(name)))
         elif _is_foldable_bn(m):
             handles.append(m.register_forward_hook(on_bn(name)))
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    _probe_with_hooks(model, probe, handles)
     return [
         (c, b) for c, b in found
         if calls.get(c) == 1 and calls.get(b) == 1 and c not in keep
@@ -189,12 +194,7 @@ def _pad_pairs(model: nn.Module, probe: torch.Tensor, keep: tuple[str, ...]) -> 
             handles.append(m.register_forward_hook(on_pad(name)))
         elif name in convs:
             handles.append(m.register_forward_hook(on_conv(name)))
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    _probe_with_hooks(model, probe, handles)
     for name, conv in convs.items():
         children = [(f"{name}.{c}", m) for c, m in conv.named_children()]
         if len(children) == 1 and _zero_pad(children[0][1]) is not None:
@@ -249,12 +249,7 @@ def _inplace_activations(
             handles.append(m.register_forward_hook(on_source))
         elif isinstance(m, _INPLACE_ACTIVATIONS) and not getattr(m, "inplace", True):
             handles.append(m.register_forward_pre_hook(on_act(name)))
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    _probe_with_hooks(model, probe, handles)
     return [n for n, ok in verdict.items() if ok]
 
 
@@ -299,7 +294,11 @@ def fold_batchnorm(
     if not bn_pairs and not pad_pairs:
         return model, 0
     inplace = _inplace_activations(model, probe, {b for _, b in bn_pairs} - set(keep), keep)
-    err = scale = float("nan")
+    with torch.no_grad():
+        ref = _output_tensor(model(probe))
+    if ref is None:
+        return model, 0  # nothing to check a copy against: run the model itself
+    err, scale = float("nan"), ref.abs().max().item() or 1.0
     # in-place activations are the least certain step: retry without them before giving up
     for acts in ([inplace, []] if inplace else [[]]):
         try:
@@ -309,11 +308,10 @@ def fold_batchnorm(
                           "using the model unchanged.", stacklevel=2)
             return model, 0
         with torch.no_grad():
-            ref, out = _output_tensor(model(probe)), _output_tensor(fast(probe))
-        if ref is None or out is None or ref.shape != out.shape:
-            return model, 0  # nothing to check the copy against: run the model itself
+            out = _output_tensor(fast(probe))
+        if out is None or out.shape != ref.shape:
+            return model, 0
         err = (ref - out).abs().max().item()
-        scale = ref.abs().max().item() or 1.0
         if err <= rtol * scale:
             return fast, len(bn_pairs) + len(pad_pairs)
     warnings.warn(
