@@ -145,6 +145,14 @@ class _LayerAttribution:
             )
         return self._statistics
 
+    def _to_model(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.device]:
+        """``inputs`` on the model's device (channels-last if configured), and that
+        device; on a CPU, also keeps freed memory for reuse (``config.keep_freed_memory``)."""
+        device = _model_device(self.model)
+        if self.config.keep_freed_memory and device.type == "cpu":
+            keep_freed_memory()
+        return to_channels_last(inputs.to(device), self.config.channels_last), device
+
     def _network(self, probe: torch.Tensor) -> tuple[nn.Module, LayerSplit]:
         """The network the optimisation loops run, and its split at the layer.
 
@@ -290,11 +298,8 @@ class IBA(_LayerAttribution):
         """
         inputs = _check_inputs(inputs)
         cfg = self.config
-        device = _model_device(self.model)
-        if cfg.keep_freed_memory and device.type == "cpu":
-            keep_freed_memory()
+        x, device = self._to_model(inputs)
         cl = cfg.channels_last
-        x = to_channels_last(inputs.to(device), cl)
         with frozen_eval(self.model), channels_last(self.model, cl):
             with torch.no_grad():
                 logits = self.model(x)
@@ -375,11 +380,8 @@ class InputIBA(_LayerAttribution):
         """
         inputs = _check_inputs(inputs)
         cfg = self.config
-        device = _model_device(self.model)
-        if cfg.keep_freed_memory and device.type == "cpu":
-            keep_freed_memory()
+        x, device = self._to_model(inputs)
         cl = cfg.channels_last
-        x = to_channels_last(inputs.to(device), cl)
         b, c, h, w = x.shape
         seconds: dict[str, float] = {}
         with frozen_eval(self.model), channels_last(self.model, cl):
