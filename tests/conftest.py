@@ -79,3 +79,14 @@ def digits_stats(digits, digits_model):
 
 def np_seed() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module (restored after): its small models gain nothing
+    from more, and they would oversubscribe the shared cores. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

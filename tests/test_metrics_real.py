@@ -12,12 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def bus():
+def bus(one_thread):
     from captum.attr import LayerAttribution, LayerGradCam
 
     from inputiba.models import load_model
 
-    torch.set_num_threads(1)
     model, preprocess = load_model("efficientnet-lite0")
     sample = next(s for s in load_localization_set(("labelme",)) if s.name == "2011_000025")
     x = preprocess(sample.image).unsqueeze(0)
