@@ -279,3 +279,32 @@ def test_stage1_reports_the_last_evaluated_bottleneck(digits, digits_model, digi
     torch.testing.assert_close(three.kl, kl)
     # the reported capacity is the one of the last loss evaluation
     torch.testing.assert_close(three.kl.flatten(1).mean(1), three.losses["info"][:, -1])
+
+
+def test_another_model_gets_its_own_statistics(digits, digits_model):
+    """A sanity check explains a randomised copy: its layer statistics must come from that copy
+    (reusing the original model's hides the randomisation: mistake 5 of the original code)."""
+    import copy
+
+    from inputiba import estimate_layer_statistics
+
+    x_est, x = torch.split(digits[0][:300], 200)[0], digits[2][:2]
+    ex = _explainer(digits_model, None)
+    ex.estimate([x_est], progress=False)
+    other = copy.deepcopy(digits_model)
+    with torch.no_grad():
+        other.features[0].weight.normal_(generator=torch.Generator().manual_seed(1))
+    new = ex.with_model(other)
+    assert new.model is other and new.config == ex.config
+    own = estimate_layer_statistics(other, "features.4", [x_est], progress=False)
+    assert torch.allclose(new.statistics.mean, own.mean) and torch.allclose(new.statistics.std, own.std)
+    assert not torch.allclose(new.statistics.mean, ex.statistics.mean)
+    maps = ex.explain_func(other, x.numpy(), None)
+    assert maps.shape == (2, 1, 32, 32)
+    assert ex.model is digits_model  # the explainer itself is unchanged
+
+    # batches that cannot be iterated again: the statistics are shared, with a warning
+    ex.estimate(iter([x_est]), progress=False)
+    with pytest.warns(UserWarning, match="statistics of 'features.4' in the original model"):
+        shared = ex.with_model(other)
+    assert shared.statistics is ex.statistics

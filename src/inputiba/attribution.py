@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,8 @@ class _LayerAttribution:
         self.config = config
         self.progress = progress
         self._split: LayerSplit | None = None
+        # (batches, n_samples) of the last estimate when ``batches`` can be iterated again
+        self._estimation: tuple[Iterable[Any], int | None] | None = None
         self.statistics = statistics  # type: ignore[assignment]
 
     @property
@@ -120,6 +123,7 @@ class _LayerAttribution:
         if value is not None and not isinstance(value, LayerStatistics):
             value = LayerStatistics.load(value)
         self._statistics = value
+        self._estimation = None  # statistics set by hand: no batches to re-estimate from
 
     def estimate(
         self, batches: Iterable[Any], n_samples: int | None = 1000, progress: bool = True
@@ -128,14 +132,39 @@ class _LayerAttribution:
 
         Args:
             batches: iterable of tensors, (input, label) pairs or dicts, normalised like
-                the inputs to explain.
+                the inputs to explain. A re-iterable one (a list, a DataLoader) is kept, so
+                that :meth:`with_model` can estimate another model's statistics from it.
             n_samples: stop after this many samples (the paper uses 1,000).
             progress: progress bar.
         """
         self.statistics = estimate_layer_statistics(
             self.model, self.layer, batches, n_samples=n_samples, progress=progress
         )
+        self._estimation = None if isinstance(batches, Iterator) else (batches, n_samples)
         return self.statistics
+
+    def with_model(self, model: nn.Module) -> _LayerAttribution:
+        """The same method, layer and settings on another model (e.g. a randomised copy).
+
+        Its layer statistics are estimated on ``model`` from the batches of the last
+        :meth:`estimate` (the bottleneck's noise must match that model's layer). When those
+        batches cannot be iterated again (a generator) or the statistics were loaded, the new
+        explainer shares this one's statistics, with a warning.
+        """
+        new = type(self).__new__(type(self))
+        _LayerAttribution.__init__(new, model, self.layer, None, self.config, self.progress)
+        if self._estimation is not None:
+            batches, n_samples = self._estimation
+            new.estimate(batches, n_samples=n_samples, progress=False)
+        elif self.statistics is not None:
+            warnings.warn(
+                f"The explainer for another model uses the statistics of {self.layer!r} in the "
+                "original model: estimate() was not given re-iterable batches (a list or a "
+                "DataLoader) to estimate the new model's",
+                stacklevel=2,
+            )
+            new.statistics = self.statistics
+        return new
 
     def _require_statistics(self) -> LayerStatistics:
         if self._statistics is None:
@@ -454,11 +483,12 @@ class InputIBA(_LayerAttribution):
         """``explain_func(model, inputs, targets) -> (B, 1, H, W)`` numpy maps (Quantus style).
 
         When ``model`` is not this explainer's model (a randomised copy in a sanity check),
-        all three stages run on that model, with this explainer's statistics and settings.
+        everything is derived from that model (:meth:`with_model`): the layer statistics
+        (re-estimated), and all three stages, with this explainer's settings.
         """
         explainer = self
         if model is not None and model is not self.model:
-            explainer = InputIBA(model, self.layer, self.statistics, preset=self.config)
+            explainer = self.with_model(model)
         x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
         tgt = None if targets is None else torch.as_tensor(np.asarray(targets)).long().view(-1)
         return explainer.attribute(x.float(), tgt).detach().cpu().numpy()

@@ -542,16 +542,11 @@ class InputIBAExplainer(Explainer):
         self.explainer.statistics = value
 
     def with_model(self, model: nn.Module) -> Explainer:
-        """Same settings and statistics on another model (all stages rerun on it)."""
-        from .attribution import _LayerAttribution
-
-        core = self.explainer
+        """Same settings on another model: statistics re-estimated and all stages rerun on it
+        (``InputIBA.with_model``)."""
         new = copy.copy(self)
         new.model = model
-        new.explainer = type(core).__new__(type(core))
-        _LayerAttribution.__init__(
-            new.explainer, model, self.layer, core.statistics, core.config, core.progress
-        )
+        new.explainer = self.explainer.with_model(model)
         return new
 
     def _raw(self, x: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
