@@ -36,7 +36,12 @@ import torch
 
 MODELS = {"effnet": ("efficientnet-lite0", "_blocks.5"), "vgg16": ("vgg16", "features.17")}
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-maps"
+# more runs of the original code on the same inputs (see original_runs/README.md)
+ORIGINAL_RUNS = Path(__file__).resolve().parent / "original_runs"
 TARGETS = {"chelsea": 285, "coffee": 967}
+# (file suffix of the original's map, InputIBAResult field, title), one per stage
+STAGES = [("feat_mask", "feature_map", "stage 1 (bits/pixel)"),
+          ("gen_input_mask", "gan_mask", "GAN mask"), ("input_mask", "attribution", "InputIBA map")]
 
 
 def _scaled_config(preset: str, scale: float, overrides: dict | None = None):
@@ -127,6 +132,7 @@ def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
         return d, ins
 
     ours: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    maps: dict[str, list[np.ndarray]] = {key: [] for _, key, _ in STAGES}
     for seed in range(seeds):
         t0 = time.perf_counter()
         res = ex.attribute(x, target=t, seed=seed * len(names), return_details=True)
@@ -136,20 +142,67 @@ def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
               f"{', '.join(f'{k} {v:.1f} s' for k, v in res.seconds.items())})")
         for i, n in enumerate(names):
             ours[n].append(aucs(res.attribution[i, 0], i))
+        for _, key, _ in STAGES:
+            maps[key].append(getattr(res, key)[:, 0].cpu().numpy())
         if figure and seed == 0:
             _reference_figure(res, names, figure)
-    print(f"\nAUCs with {auc_step} of the pixels a step (deletion: zeros; insertion: blur sigma 15)"
-          + (f"; inputiba: mean +- std over {seeds} seeds" if seeds > 1 else ""))
-    print(f"{'image':10s} {'maps':10s} {'deletion (lower better)':>24s} {'insertion (higher better)':>26s}")
+    originals = {n: _original_maps(n) for n in names}
+    theirs = {n: [aucs(torch.from_numpy(m).float(), i) for m in originals[n]["input_mask"]]
+              for i, n in enumerate(names)}
+    print(f"\nAUCs with {auc_step} of the pixels a step (deletion: zeros; insertion: blur sigma 15); "
+          "mean +- sample std over seeds (inputiba) and runs (the original code)")
+    print(f"{'image':10s} {'maps':22s} {'deletion (lower better)':>24s} {'insertion (higher better)':>26s}")
+
+    def row(image: str, who: str, a: np.ndarray) -> None:
+        cells = [f"{a[:, k].mean():.4f}" + (f" +- {a[:, k].std(ddof=1):.4f}" if len(a) > 1 else "")
+                 for k in (0, 1)]
+        print(f"{image:10s} {who:22s} {cells[0]:>24s} {cells[1]:>26s}")
+
+    for n in names:
+        row(n, f"inputiba ({seeds} seeds)", np.array(ours[n]))
+        row(n, f"original ({len(theirs[n])} runs)", np.array(theirs[n]))
+    if len(names) > 1:  # each photo weighs the same
+        for who, per_photo in (("inputiba", ours), ("original", theirs)):
+            means = np.array([np.mean(per_photo[n], axis=0) for n in names])
+            print(f"{'mean':10s} {who:22s} {means[:, 0].mean():24.4f} {means[:, 1].mean():26.4f}")
+    for n in names:
+        print(f"original runs, {n}: " + ", ".join(f"{d:.4f} / {i:.4f}" for d, i in theirs[n])
+              + " (deletion / insertion; the first is shared/reference-maps)")
+    _stage_correlations(maps, originals, names)
+
+
+def _original_maps(name: str) -> dict[str, list[np.ndarray]]:
+    """The original code's maps of photo ``name``, per stage (keys of STAGES): the run of
+    shared/reference-maps first, then the reruns stored in benchmarks/original_runs."""
+    out = {k: [np.load(REFERENCE / f"effnet_{name}_{k}.npy")] for k, _, _ in STAGES}
+    path = ORIGINAL_RUNS / f"effnet_{name}.npz"
+    if path.exists():
+        with np.load(path) as runs:
+            for k in out:
+                out[k].extend(runs[k].astype(np.float32))
+    return out
+
+
+def _stage_correlations(maps: dict[str, list[np.ndarray]],
+                        originals: dict[str, dict[str, list[np.ndarray]]], names: list[str]) -> None:
+    """Pearson correlation of each stage's maps: this project's with the original's, between
+    two seeds of this project, and between two runs of the original. The method is
+    stochastic; equal values mean the original's maps are like more seeds of this project's."""
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    def pairs(ms: list[np.ndarray]) -> str:
+        c = [corr(a, b) for j, a in enumerate(ms) for b in ms[j + 1:]]
+        return f"{np.mean(c):.3f}" if c else "(1 map)"
+
+    print("\nPearson correlation of the maps (mean over pairs)")
+    print(f"{'image':10s} {'stage':22s} {'inputiba-original':>18s} {'inputiba seeds':>15s} "
+          f"{'original runs':>14s}")
     for i, n in enumerate(names):
-        ref = torch.from_numpy(np.load(REFERENCE / f"effnet_{n}_input_mask.npy")).float()
-        a = np.array(ours[n])
-        spread = seeds > 1
-        d_txt = f"{a[:, 0].mean():.4f}" + (f" +- {a[:, 0].std():.4f}" if spread else "")
-        i_txt = f"{a[:, 1].mean():.4f}" + (f" +- {a[:, 1].std():.4f}" if spread else "")
-        print(f"{n:10s} {'inputiba':10s} {d_txt:>24s} {i_txt:>26s}")
-        d, ins = aucs(ref, i)
-        print(f"{n:10s} {'original':10s} {d:24.4f} {ins:26.4f}")
+        for ref_key, key, title in STAGES:
+            mine, theirs = [m[i] for m in maps[key]], originals[n][ref_key]
+            across = np.mean([corr(a, b) for a in mine for b in theirs])
+            print(f"{n:10s} {title:22s} {across:18.3f} {pairs(mine):>15s} {pairs(theirs):>14s}")
 
 
 def _reference_figure(res, names: list[str], path: str) -> None:
@@ -157,13 +210,11 @@ def _reference_figure(res, names: list[str], path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    kinds = [("feat_mask", "feature_map", "stage 1 (bits/pixel)"),
-             ("gen_input_mask", "gan_mask", "GAN mask"), ("input_mask", "attribution", "InputIBA map")]
-    fig = Figure(figsize=(3 * len(kinds), 3 * 2 * len(names)))
+    fig = Figure(figsize=(3 * len(STAGES), 3 * 2 * len(names)))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2 * len(names), len(kinds))
+    axes = fig.subplots(2 * len(names), len(STAGES))
     for i, n in enumerate(names):
-        for j, (ref_key, ours_key, title) in enumerate(kinds):
+        for j, (ref_key, ours_key, title) in enumerate(STAGES):
             ref = np.load(REFERENCE / f"effnet_{n}_{ref_key}.npy")
             mine = getattr(res, ours_key)[i, 0].cpu().numpy()
             lo, hi = min(ref.min(), mine.min()), max(ref.max(), mine.max())
