@@ -8,7 +8,9 @@ the table says when it did.
 
 ``--reference`` also explains the two photos of ``shared/reference-maps`` with EfficientNet-Lite0
 at the original settings (statistics from the 9 built-in photos, as the reference) and prints the
-deletion and insertion AUC of this project's maps next to the original code's maps.
+deletion and insertion AUC of this project's maps (over ``--seeds``) next to the original code's
+(its shared run and the reruns of ``original_runs``), and how much each stage's maps correlate
+across the two implementations and within each.
 
 Examples:
     python benchmarks/bench_core.py                                  # EfficientNet-Lite0, B = 1, 4, 8
