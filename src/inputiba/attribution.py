@@ -109,8 +109,6 @@ class _LayerAttribution:
         self.config = config
         self.progress = progress
         self._split: LayerSplit | None = None
-        # (batches, n_samples) of the last estimate when ``batches`` can be iterated again
-        self._estimation: tuple[Iterable[Any], int | None] | None = None
         self.statistics = statistics  # type: ignore[assignment]
 
     @property
@@ -123,7 +121,9 @@ class _LayerAttribution:
         if value is not None and not isinstance(value, LayerStatistics):
             value = LayerStatistics.load(value)
         self._statistics = value
-        self._estimation = None  # statistics set by hand: no batches to re-estimate from
+        # (batches, n_samples) of the estimate, set by :meth:`estimate` when the batches can be
+        # iterated again; statistics set by hand have no batches to re-estimate from
+        self._estimation: tuple[Iterable[Any], int | None] | None = None
 
     def estimate(
         self, batches: Iterable[Any], n_samples: int | None = 1000, progress: bool = True
