@@ -53,7 +53,7 @@ from .attribution import _check_inputs
 from .attribution import resolve_targets as _targets_from_logits
 from .extremal import extremal_perturbation
 from .functional import resize_map
-from .layers import frozen_eval, get_layer
+from .layers import _probe_with_hooks, frozen_eval, get_layer
 
 __all__ = [
     "Attribution",
@@ -211,12 +211,7 @@ def _call_counts(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[int,
             calls[name] = (count, spatial)
 
         handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    _probe_with_hooks(model, inputs, handles)
     return calls
 
 

@@ -25,17 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .layers import _probe_with_hooks
+
 __all__ = ["fold_batchnorm", "foldable_pairs"]
-
-
-def _probe_with_hooks(model: nn.Module, probe: torch.Tensor, handles: list[Any]) -> None:
-    """Run ``model(probe)`` without gradients, then remove ``handles`` (also on an exception)."""
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _is_foldable_bn(m: nn.Module) -> bool:

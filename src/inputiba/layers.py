@@ -89,12 +89,7 @@ def layer_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str, tupl
         if name:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _probe_with_hooks(model, x, handles)
     return sorted(seen.values(), key=lambda row: order[row[0]])
 
 
@@ -122,6 +117,16 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 class _StopForward(Exception):
     pass
+
+
+def _probe_with_hooks(model: nn.Module, probe: torch.Tensor, handles: list[Any]) -> None:
+    """Run ``model(probe)`` without gradients, then remove ``handles`` (also on an exception)."""
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
