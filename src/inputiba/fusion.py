@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .layers import _probe_with_hooks
+from .layers import _first_tensor, _probe_with_hooks
 
 __all__ = ["fold_batchnorm", "foldable_pairs"]
 
@@ -315,13 +316,14 @@ def fold_batchnorm(
 
 
 def _output_tensor(out: Any) -> torch.Tensor | None:
-    """The model's output tensor: itself, the first of a tuple, or ``logits`` of a mapping."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    logits = out.get("logits") if hasattr(out, "get") else None
-    return logits if isinstance(logits, torch.Tensor) else None
+    """The model's output tensor: itself, the first of a tuple, or ``logits`` of a mapping;
+    None when it is none of these."""
+    if isinstance(out, Mapping):
+        out = out.get("logits")
+    try:
+        return _first_tensor(out)
+    except TypeError:
+        return None
 
 
 def _folded_copy(
