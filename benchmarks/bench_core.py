@@ -47,7 +47,7 @@ STAGES = [("feat_mask", "feature_map", "stage 1 (bits/pixel)"),
 
 
 def _scaled_config(preset: str, scale: float, overrides: dict | None = None):
-    from inputiba.config import resolve_config
+    from inputiba.core.config import resolve_config
 
     cfg = resolve_config(preset, **(overrides or {}))
     if scale >= 1:
@@ -60,7 +60,7 @@ def _scaled_config(preset: str, scale: float, overrides: dict | None = None):
 
 
 def _estimation_batches(prep, n: int = 9):
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     x = prep.batch(list(builtin_photos().values()))
     return [x[:n]]
@@ -69,8 +69,8 @@ def _estimation_batches(prep, n: int = 9):
 def run_single(model_key: str, batch: int, preset: str, scale: float, device: str,
                overrides: dict | None = None) -> dict:
     from inputiba import InputIBA
-    from inputiba.assets import builtin_photos
-    from inputiba.models import load_model
+    from inputiba.data.assets import builtin_photos
+    from inputiba.models.image import load_model
 
     name, layer = MODELS[model_key]
     model, prep = load_model(name, device=device)  # VGG16: random weights (timing only)
@@ -111,9 +111,9 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
 def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
                          overrides: dict | None = None, figure: str | None = None) -> None:
     from inputiba import InputIBA
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
     from inputiba.metrics.functional import deletion, insertion
-    from inputiba.models import load_model
+    from inputiba.models.image import load_model
 
     model, prep = load_model("efficientnet-lite0")
     # the original's inputs: bilinear resize without antialiasing (cv2); with it, stage-1 maps

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from inputiba.assets import BUILTIN_PHOTO_NAMES, builtin_photos
-from inputiba.explain import explain_images
+from inputiba.data.assets import BUILTIN_PHOTO_NAMES, builtin_photos
+from inputiba.workflows.explain import explain_images
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from inputiba.assets import builtin_photos
-from inputiba.explainers import available_explainers, get_explainer
-from inputiba.models import load_model
+from inputiba.data.assets import builtin_photos
+from inputiba.methods.image import available_explainers, get_explainer
+from inputiba.models.image import load_model
 
 
 def main() -> None:

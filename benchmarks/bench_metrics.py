@@ -8,7 +8,7 @@ Prints
       paper's, their differences, and the speed-up (goals: |dAUC| <= 0.01, >= 40x).
 
 Model: the packaged EfficientNet-Lite0 (ImageNet weights, offline). Images: the built-in
-localisation set (``inputiba.datasets.load_localization_set``), each explained for the
+localisation set (``inputiba.data.datasets.load_localization_set``), each explained for the
 ImageNet class of its objects that the model rates highest, with Grad-CAM (captum,
 ``_conv_head``, upsampled to 224 x 224, scaled to [0, 1]) or gradient saliency.
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inputiba.datasets import load_localization_set
+from inputiba.data.datasets import load_localization_set
 from inputiba.metrics import functional as MF
 
 

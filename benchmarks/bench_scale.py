@@ -45,7 +45,7 @@ def make_folder(folder: Path, n: int, seed: int = 0) -> None:
     """``n`` JPEGs: random crops (30-100% of the area) and flips of the built-in photos."""
     from PIL import Image
 
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     photos = list(builtin_photos().values())
     rng = np.random.default_rng(seed)
@@ -63,8 +63,8 @@ def make_folder(folder: Path, n: int, seed: int = 0) -> None:
 
 def make_statistics(path: Path, n: int, device: str = "cpu") -> None:
     from inputiba import estimate_layer_statistics
-    from inputiba.explain import standin_batches
-    from inputiba.models import load_model
+    from inputiba.models.image import load_model
+    from inputiba.workflows.explain import standin_batches
 
     model, prep = load_model("efficientnet-lite0", device=device)
     with warnings.catch_warnings():
@@ -136,7 +136,7 @@ def cpu_part(args: argparse.Namespace, work: Path) -> None:
 def largest_batch(model, layer: str, stats, prep, device: str, cap: int) -> int:
     """Double the batch until a one-step paper-preset run (max_batch=None) runs out of memory."""
     from inputiba import InputIBA
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     photos = list(builtin_photos().values())
     best, b = 0, 1
@@ -159,8 +159,8 @@ def largest_batch(model, layer: str, stats, prep, device: str, cap: int) -> int:
 
 def gpu_part(args: argparse.Namespace, work: Path) -> None:
     from inputiba import LayerStatistics
-    from inputiba.models import load_model
-    from inputiba.runs import explain_dataset
+    from inputiba.models.image import load_model
+    from inputiba.workflows.dataset import explain_dataset
 
     device = "cuda"
     stats_path = work / "statistics-gpu.pt"

@@ -8,7 +8,7 @@ Usage::
 Explains held-out Rotten Tomatoes snippets (the first ``--reviews`` of the test split) and
 prints, per model and batch size, the wall time per review of stage 1 (feature bottleneck),
 stage 2 (WGAN) and stage 3 (input bottleneck), and their total. The packaged models are
-trained on first use (``python -m inputiba.text.train``), and the token statistics estimated
+trained on first use (``python -m inputiba.models.text_training``), and the token statistics estimated
 once; neither is timed.
 """
 
@@ -32,9 +32,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from inputiba.text.data import snippet_split
-    from inputiba.text.explain import TextInputIBA
-    from inputiba.text.models import load_text_model
+    from inputiba.data.text import snippet_split
+    from inputiba.modalities.text import TextInputIBA
+    from inputiba.models.text_training import load_text_model
 
     _, test = snippet_split()
     texts = [t for t, _ in test[: args.reviews]]

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from inputiba import InputIBA, estimate_layer_statistics
-from inputiba.assets import standin_estimation_images
-from inputiba.datasets import load_localization_set
+from inputiba.data.assets import standin_estimation_images
+from inputiba.data.datasets import load_localization_set
 from inputiba.metrics.functional import deletion, insertion, mass_in_box, region_mask
-from inputiba.models import load_model
+from inputiba.models.image import load_model
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.set)}
 
-    from inputiba.text.data import snippet_split, vader_lexicon
-    from inputiba.text.explain import TextInputIBA
-    from inputiba.text.models import load_text_model
+    from inputiba.data.text import snippet_split, vader_lexicon
+    from inputiba.modalities.text import TextInputIBA
+    from inputiba.models.text_training import load_text_model
 
     tm = load_text_model(args.model)
     lex = vader_lexicon()

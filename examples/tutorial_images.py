@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from inputiba import IBA, InputIBA  # noqa: E402
-from inputiba.assets import builtin_photos, standin_estimation_images  # noqa: E402
+from inputiba.data.assets import builtin_photos, standin_estimation_images  # noqa: E402
 from inputiba.metrics.functional import deletion, insertion  # noqa: E402
-from inputiba.models import imagenet_class_names, load_model  # noqa: E402
-from inputiba.runconfig import load_run_config  # noqa: E402
+from inputiba.models.image import imagenet_class_names, load_model  # noqa: E402
+from inputiba.workflows.runconfig import load_run_config  # noqa: E402
 
 #: Reduced steps for --quick (and the test that keeps this tutorial working).
 QUICK = {"feat_steps": 2, "feat_draws": 2, "gan_epochs": 1, "gan_dataset_size": 8,

@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from inputiba.layers import get_layer, layer_output, replace_output  # noqa: E402
+from inputiba.core.layers import get_layer, layer_output, replace_output  # noqa: E402
+from inputiba.methods.text import get_text_explainer  # noqa: E402
 from inputiba.metrics.functional import token_perturbation_curve  # noqa: E402
-from inputiba.runconfig import load_run_config  # noqa: E402
-from inputiba.text_explainers import get_text_explainer  # noqa: E402
+from inputiba.workflows.runconfig import load_run_config  # noqa: E402
 
 QUICK = {"feat_steps": 3, "feat_draws": 2, "gan_epochs": 1, "gan_dataset_size": 16,
          "gan_subset_size": 4, "gan_batch_size": 8, "input_steps": 5, "input_draws": 2}
@@ -46,8 +46,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
-    from inputiba.text.explain import TextInputIBA
-    from inputiba.text.models import load_text_model
+    from inputiba.modalities.text import TextInputIBA
+    from inputiba.models.text_training import load_text_model
 
     # 1. The model and settings from the shipped configuration (lstm_text.yaml).
     cfg = load_run_config("lstm_text")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inputiba.models import Preprocess
+from inputiba.models.image import Preprocess
 
 CLASS_NAMES = ["sky", "fur", "cup", "metal", "leaf"]
 

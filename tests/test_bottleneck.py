@@ -2,7 +2,7 @@
 
 import torch
 
-from inputiba.bottleneck import backward_in_chunks
+from inputiba.core.bottleneck import backward_in_chunks
 
 
 def test_backward_in_chunks_matches_one_pass_and_gives_each_chunk_its_own_leaf():

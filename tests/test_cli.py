@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 import inputiba
-from inputiba.assets import builtin_photos
 from inputiba.cli import main
-from inputiba.explain import RECORD_KEYS, explain_images
+from inputiba.data.assets import builtin_photos
+from inputiba.workflows.explain import RECORD_KEYS, explain_images
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(inputiba.__file__).resolve().parents[1]  # the inputiba these tests import
@@ -260,7 +260,7 @@ def test_run_level_errors_small_model(capsys, good_out, photos, extra, words):
 
 
 def test_traceback_on_request(good_out, photos):
-    from inputiba.explain import ExplainError
+    from inputiba.workflows.explain import ExplainError
 
     folder, _ = photos
     with pytest.raises(ExplainError, match="out of range"):

@@ -172,7 +172,7 @@ def test_evaluate_voc_boxes_with_class_index(tmp_path, tiny_model):
 
 
 def test_evaluate_builtin_quokka_without_model(tmp_path):
-    from inputiba.datasets import boxes_to_mask, quokka
+    from inputiba.data.datasets import boxes_to_mask, quokka
 
     q = quokka()
     maps = tmp_path / "maps"

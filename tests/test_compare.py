@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from inputiba.compare import (
+from inputiba.methods.image import get_explainer
+from inputiba.workflows.compare import (
     CompareItem,
     choose_targets,
     comparison_table,
@@ -17,7 +18,6 @@ from inputiba.compare import (
     figure_grid,
     write_report,
 )
-from inputiba.explainers import get_explainer
 
 
 class _Tiny(nn.Module):

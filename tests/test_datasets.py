@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inputiba.datasets import (
+from inputiba.data.datasets import (
     LABEL_TO_IMAGENET,
     ImageNetBoxFolder,
     boxes_to_mask,

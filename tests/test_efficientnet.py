@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from inputiba import InputIBA, estimate_layer_statistics
-from inputiba.assets import fetch_package_files, standin_estimation_images
-from inputiba.models import imagenet_class_names, load_model
+from inputiba.data.assets import fetch_package_files, standin_estimation_images
+from inputiba.models.image import imagenet_class_names, load_model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _quokka():
 
 def test_packaged_model_predicts_real_photos(effnet):
     model, prep, _ = effnet
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     photos = builtin_photos(["coffee", "chelsea"])
     with torch.no_grad():
@@ -64,11 +64,11 @@ def test_map_mass_concentrates_in_the_object_box(effnet):
 
 def test_folded_efficientnet_is_the_same_function(effnet):
     """All 49 batch norms and 17 "same" paddings fold; values and input gradients agree."""
-    from inputiba.fusion import fold_batchnorm
-    from inputiba.layers import layer_output
+    from inputiba.core.fusion import fold_batchnorm
+    from inputiba.core.layers import layer_output
 
     model, prep, _ = effnet
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     x = prep.batch(list(builtin_photos(["coffee", "chelsea"]).values()))
     fast, n = fold_batchnorm(model, x[:1], keep=("_blocks.5",))

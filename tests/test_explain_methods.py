@@ -17,7 +17,7 @@ TINY = f"{Path(__file__).parent / '_tiny_model.py'}:factory"
 def photo(tmp_path_factory) -> Path:
     from PIL import Image
 
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     folder = tmp_path_factory.mktemp("photos")
     Image.fromarray(builtin_photos(["chelsea"])["chelsea"]).save(folder / "chelsea.png")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inputiba.explainers import (
+from inputiba.methods.image import (
     EXPLAINERS,
     available_explainers,
     fresh_nonlinearities,
@@ -111,7 +111,7 @@ def test_registry_names_and_errors(digits):
         get_explainer("gradcma", model)
     with pytest.raises(ValueError, match="needs a layer"):
         get_explainer("iba", model)
-    with pytest.raises(KeyError, match="conv3"):  # close-match error from inputiba.layers
+    with pytest.raises(KeyError, match="conv3"):  # close-match error from inputiba.core.layers
         get_explainer("gradcam", model, layer="conv_3")
     assert type(get_explainer("Integrated-Gradients", model)) is EXPLAINERS["integrated_gradients"]
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from inputiba.functional import (
+from inputiba.core.functional import (
     capacity_map,
     classification_loss,
     feature_kl,

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from inputiba import InputIBA
-from inputiba.fusion import fold_batchnorm, foldable_pairs
-from inputiba.layers import layer_output
-from inputiba.small_cnn import SmallCNN
+from inputiba.core.fusion import fold_batchnorm, foldable_pairs
+from inputiba.core.layers import layer_output
+from inputiba.models.small_cnn import SmallCNN
 
 
 def _with_running_stats(model: nn.Module, seed: int = 0) -> nn.Module:

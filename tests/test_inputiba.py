@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from inputiba import IBA, InputIBA, LayerNotFoundError, LayerStatistics
-from inputiba._rng import SampleRNG
-from inputiba.bottleneck import fit_feature_bottleneck, fit_input_bottleneck
-from inputiba.gan import ImageCritic, fit_gan_mask
-from inputiba.layers import LayerSplit, layer_output
+from inputiba.core.bottleneck import fit_feature_bottleneck, fit_input_bottleneck
+from inputiba.core.config import BottleneckSettings, GanSettings
+from inputiba.core.gan import ImageCritic, fit_gan_mask
+from inputiba.core.layers import LayerSplit, layer_output
+from inputiba.core.rng import SampleRNG
 
 SMALL = dict(gan_epochs=2, gan_dataset_size=32, gan_subset_size=8, gan_batch_size=16,
              input_steps=8, input_draws=4, feat_draws=4)
@@ -28,7 +29,8 @@ def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):
 
     # stage 1: one step moves alpha away from its initial value, driven by the class loss
     res = fit_feature_bottleneck(lambda z, _rows: split.tail(z, ctx), r, target,
-                                 mean, std, active, rng, beta=0.0, steps=2, draws=1)
+                                 mean, std, active, rng,
+                                 BottleneckSettings(beta=0.0, steps=2, draws=1))
     assert (res.alpha != 5.0).any()
 
     alpha = torch.full_like(r, 5.0, requires_grad=True)
@@ -40,16 +42,17 @@ def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):
 
     # stage 3: class-loss gradient reaches the input alpha
     res3 = fit_input_bottleneck(lambda inp, _s: digits_model(inp), x, target, torch.zeros_like(x), rng,
-                                beta=0.0, steps=1, draws=1, sigma=0.0)
+                                BottleneckSettings(beta=0.0, steps=1, draws=1, sigma=0.0))
     assert (res3.alpha != 5.0).any()
 
     # stage 2: the generator loss reaches theta through the network up to the layer
     critic = ImageCritic(2, r.shape[1], tuple(r.shape[-2:])).init_per_sample(rng)
     theta0 = torch.zeros_like(x)
     gan = fit_gan_mask(lambda inp, _s: layer_output(digits_model, "features.4", inp), x, r,
-                       torch.sigmoid(alpha.detach()), critic, rng, theta_init=theta0,
-                       dataset_size=8, subset_size=4, batch_size=8, epochs=1, critic_iters=1,
-                       lr_theta=0.1)
+                       torch.sigmoid(alpha.detach()), critic, rng,
+                       GanSettings(dataset_size=8, subset_size=4, batch_size=8, epochs=1,
+                                   critic_iters=1, lr_theta=0.1),
+                       theta_init=theta0)
     assert (gan.theta != 0).any()
     assert gan.losses["generator"].shape == (2, 1)
 
@@ -106,7 +109,7 @@ def test_gan_real_sample_modes(digits, digits_model, digits_stats):
     for mode in ("capacity", "lambda"):
         m = _explainer(digits_model, digits_stats, gan_real=mode).attribute(x)
         assert m.shape == (2, 1, 32, 32) and torch.isfinite(m).all()
-    with pytest.raises(ValueError, match="real_noise"):
+    with pytest.raises(ValueError, match="gan_real"):
         _explainer(digits_model, digits_stats, gan_real="bogus").attribute(x)
 
 
@@ -252,7 +255,7 @@ def test_gan_real_subsets_keep_their_mean_and_std_across_epochs():
     feat = (1, 16, 16, 16)
     gan = fit_gan_mask(lambda inp, _s: torch.full((inp.shape[0], *feat[1:]), 100.0) + 0 * inp.sum(),
                        x, torch.zeros(feat), torch.zeros(feat), Recorder(), SampleRNG([3]),
-                       dataset_size=32, subset_size=32, batch_size=32, epochs=4)
+                       GanSettings(dataset_size=32, subset_size=32, batch_size=32, epochs=4))
     assert gan.losses["critic"].shape == (1, 4) and len(real_means) == 4
     # one sub-set: every epoch's real batch is noise of the same mean (131,072 values each)
     assert max(real_means) - min(real_means) < 0.1, real_means
@@ -262,7 +265,7 @@ def test_stage1_reports_the_last_evaluated_bottleneck(digits, digits_model, digi
     """Regression: the map came from one Adam update after the last evaluated loss; IBA and the
     original code report the capacity of the last forward pass (on EfficientNet-Lite0 that
     update raised the mean capacity by 7-20% over the original's maps)."""
-    from inputiba.functional import feature_kl
+    from inputiba.core.functional import feature_kl
 
     x = digits[2][:2]
     split = LayerSplit(digits_model, "features.4")
@@ -271,10 +274,11 @@ def test_stage1_reports_the_last_evaluated_bottleneck(digits, digits_model, digi
     active = digits_stats.active().float()
     target = digits_model(x).argmax(1)
     one = fit_feature_bottleneck(lambda z, _rows: split.tail(z, ctx), r, target, mean, std,
-                                 active, SampleRNG([0, 1]), steps=1, draws=2)
+                                 active, SampleRNG([0, 1]), BottleneckSettings(steps=1, draws=2))
     assert (one.alpha == 5.0).all()  # one evaluation: nothing reported after an update
     three = fit_feature_bottleneck(lambda z, _rows: split.tail(z, ctx), r, target, mean, std,
-                                   active, SampleRNG([0, 1]), steps=3, draws=2)
+                                   active, SampleRNG([0, 1]),
+                                   BottleneckSettings(steps=3, draws=2))
     kl = feature_kl(r, torch.sigmoid(three.alpha), mean, std) * active
     torch.testing.assert_close(three.kl, kl)
     # the reported capacity is the one of the last loss evaluation

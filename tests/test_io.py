@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inputiba.assets import builtin_photos
-from inputiba.io import (
+from inputiba.data.assets import builtin_photos
+from inputiba.data.io import (
     ImageReadError,
     as_rgb_array,
     atomic_write,

@@ -3,7 +3,13 @@ import torch
 import torchvision
 from torch import nn
 
-from inputiba.layers import LayerNotFoundError, LayerSplit, get_layer, layer_output, replace_output
+from inputiba.core.layers import (
+    LayerNotFoundError,
+    LayerSplit,
+    get_layer,
+    layer_output,
+    replace_output,
+)
 
 
 def test_unknown_layer_lists_close_matches():

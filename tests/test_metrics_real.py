@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inputiba.datasets import load_localization_set
+from inputiba.data.datasets import load_localization_set
 from inputiba.metrics import functional as MF
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def bus(one_thread):
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from inputiba.models import load_model
+    from inputiba.models.image import load_model
 
     model, preprocess = load_model("efficientnet-lite0")
     sample = next(s for s in load_localization_set(("labelme",)) if s.name == "2011_000025")
@@ -41,7 +41,7 @@ def test_deletion_insertion_rank_gradcam_above_noise(bus):
 
 
 def test_localisation_ranks_gradcam_above_noise(bus):
-    from inputiba.functional import resize_map
+    from inputiba.core.functional import resize_map
 
     _, _, sample, cam, noise = bus
     h, w = sample.image.shape[:2]

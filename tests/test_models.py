@@ -3,7 +3,13 @@ import pytest
 import torch
 import torchvision
 
-from inputiba.models import Preprocess, class_index, default_layer, imagenet_class_names, load_model
+from inputiba.models.image import (
+    Preprocess,
+    class_index,
+    default_layer,
+    imagenet_class_names,
+    load_model,
+)
 
 
 def test_torchvision_by_name_with_a_local_weights_file(tmp_path):
@@ -79,7 +85,7 @@ def test_preprocess_antialias_switch_matches_a_plain_bilinear_resize():
     import numpy as np
     import torch.nn.functional as F
 
-    from inputiba.models import Preprocess
+    from inputiba.models.image import Preprocess
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)  # high frequencies: filters differ

@@ -57,7 +57,7 @@ def image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def text_model() -> nn.Module:
-    from inputiba.text.models import LSTMSentimentClassifier
+    from inputiba.models.text import LSTMSentimentClassifier
 
     net = LSTMSentimentClassifier(30, embed_dim=6, hidden_size=4).double()
     return _fill(net, 2, scale=0.5)
@@ -75,7 +75,7 @@ def text_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 def compute() -> dict[str, np.ndarray]:
     """Every regression map, computed with the package as it is installed."""
     from inputiba import IBA, InputIBA
-    from inputiba.text import TextInputIBA
+    from inputiba.modalities.text import TextInputIBA
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -15,9 +15,9 @@ import yaml
 
 import inputiba
 from inputiba.cli import main
-from inputiba.config import PRESETS, InputIBAConfig, resolve_config
-from inputiba.layers import get_layer
-from inputiba.runconfig import (
+from inputiba.core.config import PRESETS, InputIBAConfig, resolve_config
+from inputiba.core.layers import get_layer
+from inputiba.workflows.runconfig import (
     RunConfigError,
     load_run_config,
     parse_run_config,
@@ -114,7 +114,7 @@ def test_shipped_image_layers_exist_with_the_documented_shapes():
     """Each image configuration's layer is a real layer of its architecture."""
     import torchvision
 
-    from inputiba.explain import resolve_model
+    from inputiba.workflows.explain import resolve_model
 
     for name in ("vgg16_imagenet", "resnet50_imagenet"):
         cfg = load_run_config(name)
@@ -125,7 +125,7 @@ def test_shipped_image_layers_exist_with_the_documented_shapes():
         cfg = load_run_config(name)
         rm = resolve_model(cfg.model.name)
         get_layer(rm.model, cfg.model.layer)
-    from inputiba.small_cnn import small_cnn_32
+    from inputiba.models.small_cnn import small_cnn_32
 
     net, pre, _ = small_cnn_32()
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_config_reproduces_a_run_and_flags_override(tmp_path, capsys):
     photo = tmp_path / "photo.png"
     from PIL import Image
 
-    from inputiba.assets import builtin_photos
+    from inputiba.data.assets import builtin_photos
 
     Image.fromarray(builtin_photos(["coffee"])["coffee"]).save(photo)
     out1, out2, out3 = tmp_path / "one", tmp_path / "two", tmp_path / "three"
@@ -212,7 +212,7 @@ def test_layers_command_lists_shapes(capsys):
     shapes = {row[0]: row[-1] for row in lines if row}
     # 64 x 64 input (the model's preprocessing): stride-2 convs halve it twice
     assert shapes["0"] == "8x64x64" and shapes["2"] == "16x32x32" and shapes["4"] == "16x16x16"
-    assert main(["layers", "inputiba.small_cnn:small_cnn_32"]) == 0
+    assert main(["layers", "inputiba.models.small_cnn:small_cnn_32"]) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:1] == ["features.1"] and "64x8x8" in line
                for line in out.splitlines())
@@ -244,8 +244,9 @@ def test_text_configs_name_real_layers():
     start from the text side's defaults)."""
     pytest.importorskip("inputiba.text", reason="the text side (inputiba.text, on branch "
                                                 "feat/text) is not installed")
-    from inputiba.text.explain import TEXT_DEFAULTS
-    from inputiba.text.models import checkpoint_path, load_text_model
+    from inputiba.modalities.text import TEXT_DEFAULTS
+    from inputiba.models.text import checkpoint_path
+    from inputiba.models.text_training import load_text_model
 
     for name in ("lstm_text", "minilm_text"):
         cfg = load_run_config(name)

@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 
 import inputiba
-import inputiba.runs as runs
+import inputiba.workflows.dataset as runs
 from inputiba import LayerStatistics
-from inputiba.assets import builtin_photos
 from inputiba.cli import main
-from inputiba.datasets import list_dataset, split_dataset
-from inputiba.explain import ExplainError
-from inputiba.runs import accelerated, explain_dataset
+from inputiba.data.assets import builtin_photos
+from inputiba.data.datasets import list_dataset, split_dataset
+from inputiba.workflows.dataset import accelerated, explain_dataset
+from inputiba.workflows.explain import ExplainError
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(inputiba.__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inputiba.text.data import (
+from inputiba.data.text import (
     PAD,
     UNK,
     Vocabulary,
@@ -119,7 +119,7 @@ def _only_neg(tmp_path):
 
 
 def test_packed_lstm_ignores_padding():
-    from inputiba.text.models import LSTMSentimentClassifier
+    from inputiba.models.text import LSTMSentimentClassifier
 
     torch.manual_seed(0)
     model = LSTMSentimentClassifier(20, embed_dim=8, hidden_size=6).eval()
@@ -135,7 +135,7 @@ def test_packed_lstm_ignores_padding():
 
 
 def test_colour_scale_and_terminal_rendering():
-    from inputiba.text.render import html_page, score_color, terminal_tokens
+    from inputiba.report.text import html_page, score_color, terminal_tokens
 
     assert score_color(0) == (255, 255, 255) and score_color(1) == (214, 39, 40)
     assert score_color(-3) == score_color(0) and score_color(7) == score_color(1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from inputiba.text_explainers import TEXT_EXPLAINERS, get_text_explainer
+from inputiba.methods.text import TEXT_EXPLAINERS, get_text_explainer
 
 pytest.importorskip("captum")
 pytest.importorskip("sklearn")

@@ -7,18 +7,18 @@ import random
 import pytest
 import torch
 
-from inputiba.estimator import LayerStatistics
-from inputiba.functional import classification_loss
-from inputiba.layers import frozen_eval, replace_output
-from inputiba.text.data import snippet_split, vader_lexicon
-from inputiba.text.explain import (
+from inputiba.core.functional import classification_loss
+from inputiba.core.layers import frozen_eval, replace_output
+from inputiba.core.statistics import LayerStatistics
+from inputiba.data.text import snippet_split, vader_lexicon
+from inputiba.modalities.text import (
     TextInputIBA,
     estimate_token_statistics,
     layer_gradient,
     text_config,
 )
-from inputiba.text.models import LSTMSentimentClassifier, build_from_checkpoint
-from inputiba.text.train import train_lstm
+from inputiba.models.text import LSTMSentimentClassifier, build_from_checkpoint
+from inputiba.models.text_training import train_lstm
 
 # small but real: every stage runs, with fewer steps, draws and GAN epochs than "fast"
 REDUCED = dict(
@@ -52,7 +52,7 @@ def explainer(lstm, splits):
 
 
 def test_reduced_training_run_reaches_accuracy(lstm):
-    # the full command (python -m inputiba.text.train lstm) prints its own, higher figure
+    # the full command (python -m inputiba.models.text_training lstm) prints its own, higher figure
     _, acc = lstm
     assert acc >= 0.70, f"reduced LSTM run reached only {acc:.3f} test accuracy"
 
@@ -294,7 +294,7 @@ def test_explain_text_cli_baseline_method(lstm, tmp_path):
     import json
 
     from inputiba.cli import main
-    from inputiba.text_explainers import get_text_explainer
+    from inputiba.methods.text import get_text_explainer
 
     tm, _ = lstm
     ckpt = tmp_path / "small-lstm.pt"

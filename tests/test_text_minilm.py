@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inputiba.text.explain import TextInputIBA, estimate_token_statistics
-from inputiba.text.models import MiniLMSentimentClassifier, WordPieceTokenizer, minilm_path
+from inputiba.modalities.text import TextInputIBA, estimate_token_statistics
+from inputiba.models.text import MiniLMSentimentClassifier, WordPieceTokenizer, minilm_path
 
 TEXTS = ["A gorgeous, witty, seductive movie.", "Dull.", "Not bad at all, honestly."]
 

@@ -3,8 +3,8 @@
 Command-line defaults are wrapped in :class:`Default`, so after parsing a flag the user gave
 explicitly is a plain value and one left alone is still a :class:`Default`. :func:`apply_config`
 then fills the untouched flags from the configuration file (explicit flags win), unwraps the
-rest, and returns the resolved :class:`~inputiba.runconfig.RunConfig` that the command writes
-into its output folder (:func:`inputiba.runconfig.write_run_config`).
+rest, and returns the resolved :class:`~inputiba.workflows.runconfig.RunConfig` that the command writes
+into its output folder (:func:`inputiba.workflows.runconfig.write_run_config`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from ..runconfig import RunConfig, RunConfigError, load_run_config
+from inputiba.workflows.runconfig import RunConfig, RunConfigError, load_run_config
 
 __all__ = ["Default", "add_config_argument", "apply_config", "unwrap_defaults"]
 

@@ -1,6 +1,6 @@
 """``inputiba compare``: several attribution methods through the evaluation suite, one table.
 
-A thin layer over :mod:`inputiba.compare`; see there for the output folder's layout.
+A thin layer over :mod:`inputiba.workflows.compare`; see there for the output folder's layout.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..explainers import available_explainers
+from inputiba.methods.image import available_explainers
 
 __all__ = ["register", "run"]
 
@@ -22,8 +22,8 @@ DEFAULT_METHODS = tuple(available_explainers())
 
 
 def _items(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
-    from ..compare import CompareItem
-    from ..datasets import ImageNetBoxFolder, load_localization_set
+    from inputiba.data.datasets import ImageNetBoxFolder, load_localization_set
+    from inputiba.workflows.compare import CompareItem
 
     if args.imagenet:
         ds = ImageNetBoxFolder(args.imagenet, args.split)
@@ -41,7 +41,7 @@ def _statistics_loader(args: argparse.Namespace, model: Any, preprocess: Any, la
     cache: dict[str, Any] = {}
 
     def load() -> Any:
-        from ..estimator import LayerStatistics, estimate_layer_statistics
+        from inputiba.core.statistics import LayerStatistics, estimate_layer_statistics
 
         if "stats" in cache:
             return cache["stats"]
@@ -54,7 +54,7 @@ def _statistics_loader(args: argparse.Namespace, model: Any, preprocess: Any, la
             else:
                 import torch
 
-                from ..assets import standin_estimation_images
+                from inputiba.data.assets import standin_estimation_images
 
                 images = standin_estimation_images(n=args.estimation_samples, seed=0)
                 batches = [
@@ -86,14 +86,17 @@ CONFIG_KEYS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runconfig import RunConfigError, write_run_config
-    from ._runconfig import apply_config
+    from inputiba.cli._runconfig import apply_config
+    from inputiba.workflows.runconfig import RunConfigError, write_run_config
 
     cfg = apply_config(args, CONFIG_KEYS)
     if args.statistics and not Path(args.statistics).is_file():
         raise RunConfigError(f"compare needs a statistics file as estimation.source / "
                              f"--statistics, not {args.statistics!r}")
-    from ..compare import (
+    from inputiba.cli.evaluate import resolve_model
+    from inputiba.methods.image import available_explainers
+    from inputiba.models.image import default_layer
+    from inputiba.workflows.compare import (
         build_explainer_factory,
         choose_targets,
         comparison_table,
@@ -102,9 +105,6 @@ def run(args: argparse.Namespace) -> int:
         figure_grid,
         write_report,
     )
-    from ..explainers import available_explainers
-    from ..models import default_layer
-    from .evaluate import resolve_model
 
     methods = list(dict.fromkeys(m.replace("-", "_").lower() for m in args.methods))
     unknown = [m for m in methods if m not in available_explainers()]
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument
 
     p = subparsers.add_parser(
         "compare",

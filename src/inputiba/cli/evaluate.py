@@ -36,8 +36,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def resolve_model(
     name: str, weights: str | None = None
 ) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
-    """``(model, preprocess)`` in eval mode, via :func:`inputiba.models.load_model`."""
-    from ..models import load_model
+    """``(model, preprocess)`` in eval mode, via :func:`inputiba.models.image.load_model`."""
+    from inputiba.models.image import load_model
 
     model, preprocess = load_model(name, weights=weights)
     return model.eval(), preprocess
@@ -107,7 +107,7 @@ def _find_image(images_dir: Path, stem: str) -> Path | None:
 
 def _boxes_for(boxes_dir: Path | None, stem: str, wnid_to_idx: dict[str, int] | None):
     """``(boxes, class_ids or None)`` from ``<stem>.json`` (labelme) or ``<stem>.xml`` (VOC)."""
-    from ..datasets import LABEL_TO_IMAGENET, read_labelme, read_voc_xml
+    from inputiba.data.datasets import LABEL_TO_IMAGENET, read_labelme, read_voc_xml
 
     if boxes_dir is None:
         return None, None
@@ -139,7 +139,7 @@ class _Item:
 
 
 def _collect(args: argparse.Namespace, maps: dict[str, Path]) -> tuple[list[_Item], list[dict]]:
-    from ..datasets import ImageNetBoxFolder, load_image, load_localization_set
+    from inputiba.data.datasets import ImageNetBoxFolder, load_image, load_localization_set
 
     items, missing = [], []
     if args.builtin:
@@ -250,7 +250,7 @@ def evaluate_maps(args: argparse.Namespace) -> int:
     """Run the evaluation described by the parsed arguments; returns the exit status."""
     from tqdm.auto import tqdm
 
-    from ..metrics import (
+    from inputiba.metrics import (
         Deletion,
         EffectiveHeatRatio,
         Insertion,

@@ -1,5 +1,5 @@
 """``inputiba explain``: explain images with InputIBA (a thin layer over
-:func:`inputiba.explain.explain_images`)."""
+:func:`inputiba.workflows.explain.explain_images`)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ CONFIG_KEYS = {
 
 def register(subparsers: Any) -> None:
     """Add the ``explain`` parser."""
-    from ..explain import DEFAULT_OUT_DIR
-    from ._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
     p = subparsers.add_parser(
         "explain",
@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
 
     Writes the resolved run configuration as ``OUT/config.yaml`` (see ``--config``).
     """
-    from ..explain import explain_images
-    from ..runconfig import write_run_config
-    from ._runconfig import apply_config
+    from inputiba.cli._runconfig import apply_config
+    from inputiba.workflows.explain import explain_images
+    from inputiba.workflows.runconfig import write_run_config
 
     cfg = apply_config(args, CONFIG_KEYS, inputiba_options=args.method == "inputiba")
     pre = cfg.model.preprocessing

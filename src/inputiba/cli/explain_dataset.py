@@ -1,5 +1,5 @@
 """``inputiba explain-dataset``: explain a whole dataset, resumably, on one or many processes
-(a thin layer over :func:`inputiba.runs.explain_dataset`)."""
+(a thin layer over :func:`inputiba.workflows.dataset.explain_dataset`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import warnings
 from typing import Any
 
-from .explain import _positive_int, _show_warning, parse_option
+from inputiba.cli.explain import _positive_int, _show_warning, parse_option
 
 __all__ = ["register", "run"]
 
@@ -42,9 +42,9 @@ CONFIG_KEYS = {
 
 def register(subparsers: Any) -> None:
     """Add the ``explain-dataset`` parser."""
-    from ..explain import DEFAULT_OUT_DIR
-    from ..runs import PRECISIONS
-    from ._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.workflows.dataset import PRECISIONS
+    from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
     p = subparsers.add_parser(
         "explain-dataset",
@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from ..runconfig import RunConfigError, write_run_config
-    from ..runs import explain_dataset
-    from ._runconfig import apply_config
+    from inputiba.cli._runconfig import apply_config
+    from inputiba.workflows.dataset import explain_dataset
+    from inputiba.workflows.runconfig import RunConfigError, write_run_config
 
     statistics = args.statistics
     if statistics and args.estimation:

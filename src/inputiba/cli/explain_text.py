@@ -36,8 +36,8 @@ CONFIG_KEYS = {
 
 
 def register(subparsers: Any) -> None:
-    from ._runconfig import Default, add_config_argument
-    from .explain import _positive_int, parse_option
+    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.cli.explain import _positive_int, parse_option
 
     p = subparsers.add_parser(
         "explain-text",
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--model", default=Default("lstm"),
         help="'lstm' (GloVe-50d BiLSTM), 'minilm' (all-MiniLM-L6-v2 + head), or a checkpoint "
-        "written by python -m inputiba.text.train (default: lstm)",
+        "written by python -m inputiba.models.text_training (default: lstm)",
     )
     p.add_argument("--layer", help="feature-bottleneck layer (default: the model's, e.g. lstm1)")
     p.add_argument("--estimation-samples", type=_positive_int, default=Default(1000),
@@ -94,11 +94,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``explain-text``; writes results.json, explanation.html and config.yaml."""
     import torch
 
-    from ..runconfig import RunConfigError, write_run_config
-    from ..text.explain import TextInputIBA, _is_inputiba, explain_texts, text_explainer_for
-    from ..text.models import load_text_model
-    from ..text.render import html_page, terminal_tokens
-    from ._runconfig import apply_config
+    from inputiba.cli._runconfig import apply_config
+    from inputiba.modalities.text import TextInputIBA
+    from inputiba.models.text_training import load_text_model
+    from inputiba.report.text import html_page, terminal_tokens
+    from inputiba.workflows.runconfig import RunConfigError, write_run_config
+    from inputiba.workflows.text import _is_inputiba, explain_texts, text_explainer_for
 
     inputiba = _is_inputiba(args.method)
     cfg = apply_config(args, CONFIG_KEYS, inputiba_options=inputiba, task="text")

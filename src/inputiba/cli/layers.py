@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..explain import resolve_model
-    from ..layers import layer_shapes
-    from ..runconfig import RunConfig, load_run_config
+    from inputiba.core.layers import layer_shapes
+    from inputiba.workflows.explain import resolve_model
+    from inputiba.workflows.runconfig import RunConfig, load_run_config
 
     cfg = load_run_config(args.config) if args.config else RunConfig()
     name = args.model or cfg.model.name

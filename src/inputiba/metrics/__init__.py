@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import functional
-from .functional import (
+from inputiba.metrics import functional
+from inputiba.metrics.functional import (
     CurveResult,
     NoRegionError,
     SanityCheckResult,

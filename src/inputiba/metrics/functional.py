@@ -1,7 +1,7 @@
 """Evaluation metrics for attribution maps, as pure batched functions.
 
 Every function here takes tensors (or arrays) and returns results; none keeps state. The
-classifier always runs under :func:`inputiba.layers.frozen_eval` (eval mode, no parameter
+classifier always runs under :func:`inputiba.core.layers.frozen_eval` (eval mode, no parameter
 gradients: dropout off, the original code's mistake 4) and under ``torch.no_grad``, with its
 forward passes grouped into chunks of ``batch_size`` inputs (memory stays bounded however
 many perturbed inputs a curve needs). Perturbed inputs are built per chunk with one vectorised
@@ -17,7 +17,7 @@ Conventions:
   token ``attributions`` ``(B, T)`` and ``forward(embeddings, attention_mask) -> logits``.
   Padding is never perturbed and never counted.
 * Localisation metrics take one map ``(H, W)`` and a region: boxes ``(K, 4)`` ``x1, y1, x2,
-  y2`` in pixels of the map (see :mod:`inputiba.datasets`), or a boolean mask ``(H, W)``.
+  y2`` in pixels of the map (see :mod:`inputiba.data.datasets`), or a boolean mask ``(H, W)``.
   A region with no pixel raises :class:`NoRegionError` (the class layer reports and skips).
 
 Scores: ``"probability"`` (softmax of the target, the paper's insertion/deletion score),
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..functional import gaussian_smooth
-from ..layers import frozen_eval, get_layer
+from inputiba.core.functional import gaussian_smooth
+from inputiba.core.layers import frozen_eval, get_layer
+from inputiba.errors import NoRegionError
 
 __all__ = [
     "NoRegionError",
@@ -70,10 +71,6 @@ __all__ = [
 ]
 
 Score = str | Callable[[torch.Tensor], torch.Tensor]
-
-
-class NoRegionError(ValueError):
-    """A localisation metric got an empty region (an image without boxes or an empty mask)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -718,7 +715,7 @@ def region_mask(region: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np
         ValueError: a mask of the wrong shape.
         NoRegionError: the region has no pixel.
     """
-    from ..datasets import boxes_to_mask
+    from inputiba.data.datasets import boxes_to_mask
 
     r = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
     if r.dtype == bool or (r.ndim == 2 and r.shape == tuple(shape) and r.shape[1] != 4):

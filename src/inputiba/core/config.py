@@ -1,0 +1,214 @@
+"""Every hyper-parameter of InputIBA in one typed settings object, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "InputIBAConfig",
+    "BottleneckSettings",
+    "GanSettings",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "resolve_config",
+]
+
+
+@dataclass(frozen=True)
+class BottleneckSettings:
+    """The optimisation of one bottleneck (stage 1 on a layer, stage 3 on the input).
+
+    Attributes:
+        beta: weight of the information loss (mean KL in nats per element).
+        steps: Adam steps. lr: Adam's learning rate.
+        draws: noise draws per sample and step (the loss is their mean).
+        sigma: Gaussian smoothing of lambda, in cells of the bottleneck's grid (0: off;
+            only 2-d grids, images and feature maps, are smoothed).
+        init_alpha: the initial logits (lambda = sigmoid(5) ~ 0.993: almost everything passes).
+    """
+
+    beta: float = 20.0
+    steps: int = 10
+    lr: float = 1.0
+    draws: int = 10
+    sigma: float = 0.0
+    init_alpha: float = 5.0
+
+
+@dataclass(frozen=True)
+class GanSettings:
+    """Stage 2's Wasserstein GAN (weight clipping, RMSprop), as one group.
+
+    Attributes:
+        real: the critic's "real" samples at the layer: ``"capacity"`` (the stage-1 KL as the
+            weight of R, noise of random sub-set means and stds; the original code) or
+            ``"lambda"`` (the paper's bottleneck variable Z*).
+        epochs: passes over the ``dataset_size`` real samples, in batches of ``batch_size``;
+            ``subset_size`` samples share one noise mean and std (``"capacity"``).
+        critic_lr, clip: the critic's learning rate and weight clipping bound.
+        critic_iters: critic steps per generator step.
+        lr_mean, lr_scale, lr_theta: learning rates of the generator's noise mean, noise scale
+            and mask logits.
+    """
+
+    real: str = "capacity"
+    epochs: int = 20
+    dataset_size: int = 200
+    subset_size: int = 20
+    batch_size: int = 32
+    critic_lr: float = 5e-5
+    clip: float = 0.01
+    critic_iters: int = 5
+    lr_mean: float = 0.1
+    lr_scale: float = 0.05
+    lr_theta: float = 0.003
+
+
+@dataclass
+class InputIBAConfig:
+    """InputIBA's settings; the defaults are the original VGG16/ImageNet configuration.
+
+    Stage 1 (feature bottleneck): ``feat_beta``, ``feat_steps``, ``feat_lr`` (Adam),
+    ``feat_draws`` (noise draws per step), ``feat_sigma`` (smoothing of lambda in feature
+    cells; the original InputIBA code turns it off), ``init_alpha``, ``min_std`` (floor of the
+    layer std), ``active_threshold`` (elements non-zero in at most this fraction of the
+    estimation samples are inactive).
+
+    Stage 2 (WGAN): ``gan_real`` ("capacity": real samples weighted by the stage-1 KL as the
+    original code; "lambda": the paper's bottleneck Z*), ``gan_epochs``, ``gan_dataset_size``,
+    ``gan_subset_size``, ``gan_batch_size``, ``gan_critic_lr``, ``gan_clip``,
+    ``gan_critic_iters`` (critic steps per generator step), ``gan_lr_mean``, ``gan_lr_scale``,
+    ``gan_lr_theta`` (RMSprop learning rates of the generator's parameters).
+
+    Stage 3 (input bottleneck): ``input_beta``, ``input_steps``, ``input_lr``, ``input_draws``,
+    ``input_sigma`` (smoothing of lambda in pixels), ``input_mean``, ``input_std`` (the noise
+    distribution in normalised input space).
+
+    ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
+    ``max_batch``: at most this many images (samples x draws) per forward pass, which bounds
+    memory; results do not depend on it (gradients are accumulated exactly). None: no limit.
+    ``channels_last``: run 4-d inputs and convolution weights in channels-last memory layout
+    during attribution (faster on CPUs; the weights' values never change and their layout is
+    restored afterwards).
+    ``fold_batchnorm``: run the stages on a private copy of the model in which eval-mode batch
+    norms are folded into the convolutions before them (the same function up to float
+    rounding, about 1.5x faster on CPUs for BatchNorm networks; the model is not modified).
+    ``keep_freed_memory``: on CPU, tell glibc to keep freed memory for reuse rather than
+    return it to the OS (:func:`inputiba.core.memory.keep_freed_memory`; process-wide, once):
+    fresh memory costs page faults, which took as long as the convolutions.
+    """
+
+    feat_beta: float = 20.0
+    feat_steps: int = 10
+    feat_lr: float = 1.0
+    feat_draws: int = 10
+    feat_sigma: float = 0.0
+    init_alpha: float = 5.0
+    min_std: float = 0.01
+    active_threshold: float = 0.01
+
+    gan_real: str = "capacity"
+    gan_epochs: int = 20
+    gan_dataset_size: int = 200
+    gan_subset_size: int = 20
+    gan_batch_size: int = 32
+    gan_critic_lr: float = 5e-5
+    gan_clip: float = 0.01
+    gan_critic_iters: int = 5
+    gan_lr_mean: float = 0.1
+    gan_lr_scale: float = 0.05
+    gan_lr_theta: float = 0.003
+
+    input_beta: float = 20.0
+    input_steps: int = 60
+    input_lr: float = 1.0
+    input_draws: int = 10
+    input_sigma: float = 1.0
+    input_mean: float = 0.0
+    input_std: float = 1.0
+
+    seed: int = 0
+    max_batch: int | None = 8
+    channels_last: bool = True
+    fold_batchnorm: bool = True
+    keep_freed_memory: bool = True
+
+    def replace(self, **changes: Any) -> InputIBAConfig:
+        """A copy with ``changes`` applied (unknown names raise a TypeError naming them)."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def feature(self) -> BottleneckSettings:
+        """Stage 1's settings (``feat_*`` and ``init_alpha``)."""
+        return BottleneckSettings(self.feat_beta, self.feat_steps, self.feat_lr,
+                                  self.feat_draws, self.feat_sigma, self.init_alpha)
+
+    @property
+    def input(self) -> BottleneckSettings:
+        """Stage 3's settings (``input_*`` and ``init_alpha``)."""
+        return BottleneckSettings(self.input_beta, self.input_steps, self.input_lr,
+                                  self.input_draws, self.input_sigma, self.init_alpha)
+
+    @property
+    def gan(self) -> GanSettings:
+        """Stage 2's settings (the ``gan_*`` fields)."""
+        return GanSettings(**{f.name: getattr(self, f"gan_{f.name}")
+                              for f in fields(GanSettings)})
+
+
+#: Named presets: overrides of the defaults.
+#: ``paper``: the original settings (docs/method.md). ``fast``: for interactive use on a CPU,
+#: fewer steps and draws everywhere (about 15x less work per image than ``paper``).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "fast": {
+        "feat_draws": 5,
+        "gan_epochs": 2,
+        "gan_dataset_size": 64,
+        "gan_subset_size": 16,
+        "input_steps": 20,
+        "input_draws": 4,
+    },
+}
+
+#: The preset every entry point uses when none is named: the ``InputIBA`` and
+#: ``TextInputIBA`` classes, the workflows, run configuration files and the command line.
+DEFAULT_PRESET = "fast"
+
+
+def _check_names(changes: dict[str, Any]) -> None:
+    names = {f.name for f in fields(InputIBAConfig)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        import difflib
+
+        hints = []
+        for u in unknown:
+            close = difflib.get_close_matches(u, names, n=1)
+            hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"Unknown InputIBA setting(s): {', '.join(hints)}")
+
+
+def resolve_config(
+    preset: str | InputIBAConfig | None = None, **overrides: Any
+) -> InputIBAConfig:
+    """The settings for a preset name (None: :data:`DEFAULT_PRESET`), or a config, with
+    ``overrides`` applied.
+
+    Raises:
+        ValueError: unknown preset. TypeError: unknown setting name.
+    """
+    if isinstance(preset, InputIBAConfig):
+        base = preset
+    else:
+        name = preset or DEFAULT_PRESET
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        base = InputIBAConfig().replace(**PRESETS[name])
+    return base.replace(**overrides)

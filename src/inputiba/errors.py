@@ -1,0 +1,60 @@
+"""The exceptions and the warning class of inputiba: one base class to catch them all.
+
+Every error the package raises on purpose derives from :class:`InputIBAError` and also from the
+built-in exception it used to be (``ValueError``, ``KeyError``), so existing ``except
+ValueError`` clauses keep working::
+
+    try:
+        explainer = InputIBA(model, "features.71")
+    except inputiba.InputIBAError as exc:   # LayerNotFoundError: lists close layer names
+        print(exc)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputIBAError",
+    "ConfigError",
+    "RunConfigError",
+    "LayerNotFoundError",
+    "ImageReadError",
+    "ExplainError",
+    "NoRegionError",
+    "InputIBAWarning",
+]
+
+
+class InputIBAError(Exception):
+    """Base class of every error inputiba raises on purpose."""
+
+
+class ConfigError(InputIBAError, ValueError):
+    """A setting with a wrong name, type or value (the message names it and its valid range)."""
+
+
+class RunConfigError(ConfigError):
+    """A run configuration file that cannot be used (the message names the key and the file)."""
+
+
+class LayerNotFoundError(InputIBAError, KeyError):
+    """A dotted layer name that does not exist in the model (the message lists close names)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageReadError(InputIBAError, ValueError):
+    """An image file that is missing, unreadable or corrupt; the message names the file."""
+
+
+class ExplainError(InputIBAError, ValueError):
+    """A problem with a run as a whole (model, weights, layer, target, estimation source,
+    output folder), found before any work is done."""
+
+
+class NoRegionError(InputIBAError, ValueError):
+    """A localisation metric was given no object region (no box of the target class)."""
+
+
+class InputIBAWarning(UserWarning):
+    """Something the user should know about a run that still goes ahead."""

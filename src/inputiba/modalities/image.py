@@ -1,0 +1,481 @@
+"""InputIBA on images: the adapter that cuts a CNN at a layer, and the user-facing classes
+:class:`InputIBA` (stages 1-3) and :class:`IBA` (stage 1 alone).
+
+The classes own the model, the layer, the statistics and the hooks; the stages are the core's
+(:func:`inputiba.core.pipeline.run_stages`), told by :class:`ImageStages` what is image-specific:
+
+* stage 1 runs only the network after the layer (:class:`~inputiba.core.layers.LayerSplit`),
+  on a private copy with batch norms folded into the convolutions
+  (:func:`~inputiba.core.fusion.fold_batchnorm`);
+* stage 2's generator masks the normalised image, one noise mean and scale per colour channel,
+  starting from the stage-1 capacity upsampled to the image; its critics are
+  :class:`~inputiba.core.gan.ImageCritic` (grouped convolutions: one per sample);
+* stage 3's noise is N(``input_mean``, ``input_std``) in normalised pixel space and its lambda is
+  smoothed spatially; the map is ``sigmoid(alpha)`` averaged over the colour channels.
+
+Both classes follow Captum's convention ``attribute(inputs, target=None)`` and return maps
+shaped like the inputs' spatial grid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from inputiba.core.bottleneck import BottleneckResult, row_chunks
+from inputiba.core.config import InputIBAConfig, resolve_config
+from inputiba.core.functional import capacity_map, target_probability
+from inputiba.core.fusion import fold_batchnorm
+from inputiba.core.gan import ImageCritic
+from inputiba.core.layers import (
+    LayerSplit,
+    channels_last,
+    frozen_eval,
+    get_layer,
+    layer_output,
+    to_channels_last,
+)
+from inputiba.core.memory import keep_freed_memory
+from inputiba.core.pipeline import StageAdapter, run_feature_stage, run_stages
+from inputiba.core.rng import SampleRNG, sample_seeds
+from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
+from inputiba.core.targets import TargetType, resolve_targets
+
+__all__ = ["IBA", "InputIBA", "InputIBAResult", "ImageStages", "check_image_batch"]
+
+
+def check_image_batch(inputs: Any) -> torch.Tensor:
+    """``inputs`` as a finite float (B, C, H, W) tensor, or a ValueError saying what is wrong."""
+    if not isinstance(inputs, torch.Tensor):
+        inputs = torch.as_tensor(np.asarray(inputs))
+    if inputs.dim() == 3:
+        raise ValueError(
+            f"inputs must be a batch (B, C, H, W); got shape {tuple(inputs.shape)} - "
+            "add a batch dimension with inputs[None]"
+        )
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must be a (B, C, H, W) tensor, got shape {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs is an empty batch")
+    if not torch.is_floating_point(inputs):
+        raise ValueError(f"inputs must be a float tensor (normalised images), got {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+    return inputs
+
+
+class _LayerAttribution:
+    """Shared by IBA and InputIBA: model, layer, statistics, split, targets."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        statistics: LayerStatistics | str | os.PathLike[str] | None,
+        config: InputIBAConfig,
+        progress: bool,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.module = get_layer(model, layer)
+        self.config = config
+        self.progress = progress
+        self._split: LayerSplit | None = None
+        self.statistics = statistics  # type: ignore[assignment]
+
+    @property
+    def statistics(self) -> LayerStatistics | None:
+        """The layer's statistics (estimated with :meth:`estimate`, or loaded)."""
+        return self._statistics
+
+    @statistics.setter
+    def statistics(self, value: LayerStatistics | str | os.PathLike[str] | None) -> None:
+        if value is not None and not isinstance(value, LayerStatistics):
+            value = LayerStatistics.load(value)
+        self._statistics = value
+        # (batches, n_samples) of the estimate, set by :meth:`estimate` when the batches can be
+        # iterated again; statistics set by hand have no batches to re-estimate from
+        self._estimation: tuple[Iterable[Any], int | None] | None = None
+
+    def estimate(
+        self, batches: Iterable[Any], n_samples: int | None = 1000, progress: bool = True
+    ) -> LayerStatistics:
+        """Stage 0: estimate the layer's statistics from ``batches`` and keep them.
+
+        Args:
+            batches: iterable of tensors, (input, label) pairs or dicts, normalised like
+                the inputs to explain. A re-iterable one (a list, a DataLoader) is kept, so
+                that :meth:`with_model` can estimate another model's statistics from it.
+            n_samples: stop after this many samples (the paper uses 1,000).
+            progress: progress bar.
+        """
+        self.statistics = estimate_layer_statistics(
+            self.model, self.layer, batches, n_samples=n_samples, progress=progress
+        )
+        self._estimation = None if isinstance(batches, Iterator) else (batches, n_samples)
+        return self.statistics
+
+    def with_model(self, model: nn.Module) -> _LayerAttribution:
+        """The same method, layer and settings on another model (e.g. a randomised copy).
+
+        Its layer statistics are estimated on ``model`` from the batches of the last
+        :meth:`estimate` (the bottleneck's noise must match that model's layer). When those
+        batches cannot be iterated again (a generator) or the statistics were loaded, the new
+        explainer shares this one's statistics, with a warning.
+        """
+        new = type(self).__new__(type(self))
+        _LayerAttribution.__init__(new, model, self.layer, None, self.config, self.progress)
+        if self._estimation is not None:
+            batches, n_samples = self._estimation
+            new.estimate(batches, n_samples=n_samples, progress=False)
+        elif self.statistics is not None:
+            warnings.warn(
+                f"The explainer for another model uses the statistics of {self.layer!r} in the "
+                "original model: estimate() was not given re-iterable batches (a list or a "
+                "DataLoader) to estimate the new model's",
+                stacklevel=2,
+            )
+            new.statistics = self.statistics
+        return new
+
+    def _require_statistics(self) -> LayerStatistics:
+        if self._statistics is None:
+            raise RuntimeError(
+                "No layer statistics: call .estimate(batches) first, or set .statistics to a "
+                "LayerStatistics (or a file saved with LayerStatistics.save)"
+            )
+        return self._statistics
+
+    def _to_model(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.device]:
+        """``inputs`` on the model's device (channels-last if configured), and that
+        device; on a CPU, also keeps freed memory for reuse (``config.keep_freed_memory``)."""
+        device = _model_device(self.model)
+        if self.config.keep_freed_memory and device.type == "cpu":
+            keep_freed_memory()
+        return to_channels_last(inputs.to(device), self.config.channels_last), device
+
+    def _network(self, probe: torch.Tensor) -> tuple[nn.Module, LayerSplit]:
+        """The network the optimisation loops run, and its split at the layer.
+
+        With ``config.fold_batchnorm``, a private copy of the (frozen, eval-mode) model with
+        batch norms folded into convolutions (:func:`~inputiba.core.fusion.fold_batchnorm`), made
+        anew per call so that it always reflects the model's current weights; otherwise (or
+        when nothing folds) the model itself, whose split is cached.
+        """
+        net = self.model
+        if self.config.fold_batchnorm:
+            net, _ = fold_batchnorm(self.model, probe, keep=(self.layer,))
+        if net is not self.model:
+            if self.config.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            return net, LayerSplit(net, self.layer)
+        if self._split is None:
+            self._split = LayerSplit(self.model, self.layer)
+        return net, self._split
+
+    def _stats_tensors(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stats = self._require_statistics()
+        if tuple(r.shape[1:]) != stats.shape:
+            raise ValueError(
+                f"Layer {self.layer!r} gives features of shape {tuple(r.shape[1:])} but the "
+                f"statistics were estimated for {stats.shape}: estimate them on inputs of the "
+                "same size"
+            )
+        mean = stats.mean.to(r.device, r.dtype)
+        std = stats.std.to(r.device, r.dtype).clamp_min(self.config.min_std)
+        active = stats.active(self.config.active_threshold).to(r.device, r.dtype)
+        return mean, std, active
+
+    def _prepare(self, inputs: Any, target: TargetType, seed: int | Sequence[int] | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, SampleRNG]:
+        """(x on the model's device, targets, their probabilities, per-sample random streams);
+        call inside :meth:`_running`."""
+        x, device = self._to_model(check_image_batch(inputs))
+        with torch.no_grad():
+            logits = self.model(x)
+        t = resolve_targets(logits, target)
+        rng = SampleRNG(sample_seeds(self.config.seed if seed is None else seed, x.shape[0]),
+                        device)
+        return x, t, target_probability(logits, t), rng
+
+    def _running(self) -> Any:
+        """The model in eval mode (and channels-last if configured) for the run, restored after."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        stack.enter_context(frozen_eval(self.model))
+        stack.enter_context(channels_last(self.model, self.config.channels_last))
+        return stack
+
+
+class ImageStages(StageAdapter):
+    """A batch of images as the stages see it (:class:`~inputiba.core.pipeline.StageAdapter`).
+
+    Computes the layer activation R once (the network's head, per fixed chunk of rows: the
+    head's context may hold the chunk's size) for the ``draws`` copies of each image that
+    stage 1 evaluates per step.
+
+    Args:
+        explainer: the :class:`IBA` / :class:`InputIBA` (model, layer, settings, statistics).
+        net: the network the loops run (the folded copy or the model). split: its split at
+            the layer.
+        x: (B, C, H, W) normalised images on the model's device (channels-last if configured).
+    """
+
+    def __init__(self, explainer: _LayerAttribution, net: nn.Module, split: LayerSplit,
+                 x: torch.Tensor) -> None:
+        cfg = explainer.config
+        self.net, self.split, self.cl = net, split, cfg.channels_last
+        self.layer_module = get_layer(net, explainer.layer)
+        draws = cfg.feat_draws
+        x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.cl)
+        self._contexts: dict[int, Any] = {}
+        parts = []
+        with torch.no_grad():
+            for rows in row_chunks(x_rep.shape[0], cfg.max_batch):
+                r_rows, self._contexts[rows.start] = split.head(x_rep[rows])
+                parts.append(r_rows)
+        self.features = torch.cat(parts)[::draws]
+        self.feature_statistics = explainer._stats_tensors(self.features)
+        self.inputs = self.gan_inputs = x
+        self.input_noise = (cfg.input_mean, cfg.input_std)
+
+    def feature_tail(self, z: torch.Tensor, rows: slice) -> torch.Tensor:
+        return self.split.tail(z, self._contexts[rows.start])
+
+    def gan_features(self, inputs: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return layer_output(self.net, self.layer_module, to_channels_last(inputs, self.cl))
+
+    def forward(self, z: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return self.net(to_channels_last(z, self.cl))
+
+    def critic(self, rng: SampleRNG) -> nn.Module:
+        r = self.features
+        critic = ImageCritic(r.shape[0], r.shape[1], tuple(r.shape[-2:])).to(r.device, r.dtype)
+        return critic.init_per_sample(rng)
+
+    def theta_init(self, feature: BottleneckResult) -> torch.Tensor:
+        # the capacity in bits per pixel, as the original code
+        b, c, h, w = self.inputs.shape
+        return capacity_map(feature.kl, (h, w)).expand(b, c, h, w)
+
+    def prior(self, gan_mask: torch.Tensor) -> torch.Tensor:
+        return gan_mask
+
+
+@dataclass
+class InputIBAResult:
+    """Everything :meth:`InputIBA.attribute` computes, with ``return_details=True``.
+
+    Attributes:
+        attribution: (B, 1, H, W) the InputIBA map in [0, 1] (channel mean of sigmoid(alpha)).
+        feature_map: (B, 1, H, W) stage-1 capacity in bits, upsampled (bits per pixel).
+        feature_capacity: (B, 1, h, w) stage-1 capacity in bits at the layer's resolution.
+        gan_mask: (B, 1, H, W) the WGAN's input mask (channel mean) in [0, 1].
+        input_capacity: (B, 1, H, W) stage-3 KL summed over channels, in bits.
+        targets: (B,) the explained classes. probabilities: (B,) their probabilities.
+        losses: per stage, dicts of (B, steps) tensors.
+        seconds: wall time per stage (``setup``: preparing the network, then ``feature``,
+            ``gan``, ``input``).
+        config: the settings used.
+    """
+
+    attribution: torch.Tensor
+    feature_map: torch.Tensor
+    feature_capacity: torch.Tensor
+    gan_mask: torch.Tensor
+    input_capacity: torch.Tensor
+    targets: torch.Tensor
+    probabilities: torch.Tensor
+    losses: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    config: InputIBAConfig | None = None
+
+
+class IBA(_LayerAttribution):
+    """Information Bottleneck Attribution (Schulz et al., ICLR 2020) at a hidden layer.
+
+    InputIBA's stage 1, usable on its own. The activation at the layer is computed once per
+    sample; only the network after it runs inside the optimisation loop.
+
+    Args:
+        model: the classifier (put in eval mode during attribution; weights never change).
+        layer: dotted name of the layer, e.g. ``"features.17"`` or ``"_blocks.5"``.
+        statistics: :class:`LayerStatistics` or a path saved with it (else call :meth:`estimate`).
+        beta, steps, lr, draws, sigma: IBA's settings (IBA's own defaults: beta 10, 10 steps,
+            lr 1, 10 draws, smoothing sigma 1 feature cell).
+        progress: show progress bars.
+
+    Example:
+        >>> iba = IBA(model, "_blocks.5")                          # doctest: +SKIP
+        >>> iba.estimate(loader, n_samples=1000)                   # doctest: +SKIP
+        >>> bits = iba.attribute(x, target=285)                    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        statistics: LayerStatistics | str | os.PathLike[str] | None = None,
+        *,
+        beta: float = 10.0,
+        steps: int = 10,
+        lr: float = 1.0,
+        draws: int = 10,
+        sigma: float = 1.0,
+        min_std: float = 0.01,
+        active_threshold: float = 0.01,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        cfg = resolve_config("paper", feat_beta=beta, feat_steps=steps, feat_lr=lr,
+                             feat_draws=draws, feat_sigma=sigma, min_std=min_std,
+                             active_threshold=active_threshold, seed=seed)
+        super().__init__(model, layer, statistics, cfg, progress)
+
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: TargetType = None,
+        *,
+        upsample: bool = True,
+        seed: int | Sequence[int] | None = None,
+        return_details: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, BottleneckResult]:
+        """IBA's capacity map in bits.
+
+        Args:
+            inputs: (B, C, H, W) normalised inputs.
+            target: None (predicted class), an int, or one per sample.
+            upsample: return (B, 1, H, W) (bits rescaled per input pixel) instead of the
+                layer's (B, 1, h, w).
+            seed: per-sample seeds (int: ``seed + i``; default the config's seed).
+            return_details: also return the :class:`BottleneckResult`.
+        """
+        with self._running():
+            x, t, _, rng = self._prepare(inputs, target, seed)
+            net, split = self._network(x[:1])
+            res = run_feature_stage(ImageStages(self, net, split, x), t, rng, self.config,
+                                    self.progress)
+        out = capacity_map(res.kl, tuple(x.shape[-2:]) if upsample else None)
+        return (out, res) if return_details else out
+
+    __call__ = attribute
+
+
+class InputIBA(_LayerAttribution):
+    """InputIBA (Zhang et al., NeurIPS 2021): input-resolution maps of predictive information.
+
+    Three stages per batch of samples, each sample with its own parameters and target:
+    (1) IBA at ``layer``; (2) a WGAN that finds an input mask whose effect at ``layer``
+    matches the stage-1 bottleneck; (3) a bottleneck on the input with the GAN mask as prior.
+
+    Args:
+        model: the classifier (eval mode during attribution; weights never change; every hook
+            is removed afterwards, also when an exception interrupts the run).
+        layer: dotted name of the bottleneck layer, e.g. ``"features.17"`` (VGG16) or
+            ``"_blocks.5"`` (EfficientNet-Lite0).
+        statistics: :class:`LayerStatistics` or a path saved with it (else call :meth:`estimate`).
+        preset: a name of :data:`~inputiba.core.config.PRESETS` (None:
+            :data:`~inputiba.core.config.DEFAULT_PRESET`): ``"paper"`` (the original settings)
+            or ``"fast"`` (for CPUs); or an :class:`InputIBAConfig`.
+        progress: show progress bars per stage.
+        **overrides: any field of :class:`InputIBAConfig`, e.g. ``input_steps=30``.
+
+    Example:
+        >>> from inputiba import InputIBA
+        >>> from inputiba.models.image import load_model
+        >>> model, prep = load_model("efficientnet-lite0")                   # doctest: +SKIP
+        >>> explainer = InputIBA(model, "_blocks.5", preset="fast")          # doctest: +SKIP
+        >>> explainer.estimate(loader, n_samples=1000)                       # doctest: +SKIP
+        >>> maps = explainer.attribute(prep.batch(images), target=None)     # doctest: +SKIP
+        >>> maps.shape                                                       # doctest: +SKIP
+        torch.Size([2, 1, 224, 224])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        statistics: LayerStatistics | str | os.PathLike[str] | None = None,
+        *,
+        preset: str | InputIBAConfig | None = None,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(model, layer, statistics, resolve_config(preset, **overrides), progress)
+
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: TargetType = None,
+        *,
+        seed: int | Sequence[int] | None = None,
+        return_details: bool = False,
+    ) -> torch.Tensor | InputIBAResult:
+        """Explain ``inputs`` for ``target``.
+
+        Args:
+            inputs: (B, C, H, W) inputs, normalised as the model expects.
+            target: None (each sample's predicted class), an int for all samples, or one
+                class per sample (list or (B,) tensor).
+            seed: per-sample seeds (int: ``seed + i``; default the config's ``seed``); a
+                sample's map depends only on its own input, target and seed.
+            return_details: return an :class:`InputIBAResult` with the intermediate maps,
+                losses and timings instead of the map alone.
+
+        Returns:
+            (B, 1, H, W) float tensor in [0, 1] on the inputs' device, or an
+            :class:`InputIBAResult`.
+        """
+        with self._running():
+            x, t, probs, rng = self._prepare(inputs, target, seed)
+            t0 = time.perf_counter()
+            net, split = self._network(x[:1])
+            batch = ImageStages(self, net, split, x)
+            setup = time.perf_counter() - t0
+            res = run_stages(batch, t, rng, self.config, self.progress)
+        attribution = torch.sigmoid(res.input.alpha).mean(1, keepdim=True)
+        if not return_details:
+            return attribution.to(inputs.device if isinstance(inputs, torch.Tensor) else "cpu")
+        h, w = x.shape[-2:]
+        return InputIBAResult(
+            attribution=attribution,
+            feature_map=capacity_map(res.feature.kl, (h, w)),
+            feature_capacity=capacity_map(res.feature.kl),
+            gan_mask=res.gan.mask.mean(1, keepdim=True),
+            input_capacity=capacity_map(res.input.kl),
+            targets=t,
+            probabilities=probs,
+            losses=res.losses,
+            seconds={"setup": setup, **res.seconds},
+            config=self.config,
+        )
+
+    __call__ = attribute
+
+    def explain_func(
+        self, model: nn.Module, inputs: Any, targets: Any, **_: Any
+    ) -> np.ndarray:
+        """``explain_func(model, inputs, targets) -> (B, 1, H, W)`` numpy maps (Quantus style).
+
+        When ``model`` is not this explainer's model (a randomised copy in a sanity check),
+        everything is derived from that model (:meth:`with_model`): the layer statistics
+        (re-estimated), and all three stages, with this explainer's settings.
+        """
+        explainer = self
+        if model is not None and model is not self.model:
+            explainer = self.with_model(model)
+        x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+        tgt = None if targets is None else torch.as_tensor(np.asarray(targets)).long().view(-1)
+        return explainer.attribute(x.float(), tgt).detach().cpu().numpy()

@@ -1,0 +1,194 @@
+"""Explain texts in one call: texts in, tokens and scores (InputIBA or a baseline's) out.
+
+:func:`explain_texts` is what ``inputiba explain-text`` runs; it tokenises, batches, explains
+with :class:`~inputiba.modalities.text.TextInputIBA` or a text baseline of
+:mod:`inputiba.methods.text`, and returns one :class:`TokenAttribution` per text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from inputiba.core.config import InputIBAConfig
+from inputiba.core.functional import target_probability
+from inputiba.core.layers import frozen_eval
+from inputiba.core.targets import TargetType
+from inputiba.modalities.text import TextInputIBA
+
+__all__ = ["TokenAttribution", "explain_texts", "text_explainer_for"]
+
+
+@dataclass
+class TokenAttribution:
+    """One explained text.
+
+    Attributes:
+        text: the text. tokens: its tokens. scores: one InputIBA score in [0, 1] per token.
+        label, probability: the predicted class name and its probability.
+        target, target_label, target_probability: the explained class (the predicted one
+            unless a target was given) and its probability.
+        seconds: this text's share of the batch's wall time.
+    """
+
+    text: str
+    tokens: list[str]
+    scores: list[float]
+    label: str
+    probability: float
+    target: int
+    target_label: str
+    target_probability: float
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def explain_texts(
+    texts: str | Sequence[str],
+    model: Any = "lstm",
+    explainer: Any = None,
+    target: TargetType = None,
+    preset: str | InputIBAConfig | None = None,
+    batch_size: int = 16,
+    seed: int | None = None,
+    progress: bool = False,
+    method: str = "inputiba",
+    method_options: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> list[TokenAttribution]:
+    """Texts in, tokens and scores (InputIBA or a baseline's) out, in one call.
+
+    Args:
+        texts: one text or a list.
+        model: ``"lstm"``, ``"minilm"``, a checkpoint path, or a
+            :class:`~inputiba.models.text.TextModel`.
+        explainer: reuse an explainer: a :class:`TextInputIBA` (its statistics) or a
+            :class:`~inputiba.methods.text.TextExplainer`; default
+            :meth:`TextInputIBA.for_model`, or :func:`text_explainer_for` when ``method`` is
+            a baseline.
+        target: None (predicted class), an int for all, or one per text.
+        preset, **overrides: InputIBA settings (when no explainer is given).
+        batch_size: texts per attribution batch.
+        seed: base seed (InputIBA: text ``i`` uses ``seed + i``; default the config's seed).
+        progress: progress bar over batches.
+        method: ``"inputiba"`` or a baseline of
+            :data:`~inputiba.methods.text.TEXT_EXPLAINERS` (``"integrated_gradients"``,
+            ``"lime"``), whose normalised map (B, T) in [0, 1] replaces the InputIBA scores.
+        method_options: the baseline's keyword arguments (e.g. ``{"n_steps": 20}``).
+
+    Returns:
+        One :class:`TokenAttribution` per text. For the LSTM the tokens are the text's words
+        as written (unknown words included); for MiniLM the WordPiece tokens without
+        ``[CLS]``/``[SEP]`` (whose scores are dropped from the list).
+    """
+    from inputiba.models.text import TextModel
+    from inputiba.models.text_training import load_text_model
+
+    if isinstance(texts, str):
+        texts = [texts]
+    tm = model if isinstance(model, TextModel) else load_text_model(str(model))
+    if explainer is None:
+        if _is_inputiba(method):
+            explainer = TextInputIBA.for_model(tm, preset=preset, **overrides)
+        else:
+            explainer = text_explainer_for(tm, method, seed=seed, **dict(method_options or {}))
+    targets = None
+    if target is not None:
+        targets = torch.as_tensor(target).long().view(-1)
+        if targets.numel() == 1:
+            targets = targets.expand(len(texts))
+        elif targets.numel() != len(texts):
+            raise ValueError(f"Got {targets.numel()} targets for {len(texts)} texts")
+    inputiba = isinstance(explainer, TextInputIBA)
+    base = (explainer.config.seed if inputiba else 0) if seed is None else seed
+    out: list[TokenAttribution] = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="explain texts", disable=not progress or len(starts) < 2):
+        chunk = list(texts[start : start + batch_size])
+        ids, mask = tm.tokenizer(chunk)
+        tchunk = None if targets is None else targets[start : start + batch_size]
+        t0 = time.perf_counter()
+        if inputiba:
+            res = explainer.attribute(ids, tchunk, mask, seed=base + start, return_details=True)
+            attribution, res_targets, res_probs = res.attribution, res.targets, res.probabilities
+        else:
+            raw = explainer.attribute(ids, tchunk, attention_mask=mask, return_raw=True)
+            attribution, res_targets = raw.map * mask, raw.targets
+            with torch.no_grad(), frozen_eval(tm.model):
+                res_probs = target_probability(tm.model(ids, attention_mask=mask), res_targets)
+        per_text = (time.perf_counter() - t0) / len(chunk)
+        pred, pred_p = tm.predict(chunk)
+        for i, text in enumerate(chunk):
+            n = int(mask[i].sum())
+            row_ids = ids[i, :n].tolist()
+            scores = attribution[i, :n].tolist()
+            if hasattr(tm.tokenizer, "words"):
+                tokens = tm.tokenizer.words(text)[:n]
+            else:
+                tokens = tm.tokenizer.tokens(row_ids)
+                special = set(getattr(tm.tokenizer.hf, "all_special_tokens", []))
+                keep = [j for j, tok in enumerate(tokens) if tok not in special]
+                tokens = [tokens[j] for j in keep]
+                scores = [scores[j] for j in keep]
+            tgt, lab = int(res_targets[i]), int(pred[i])
+            out.append(
+                TokenAttribution(
+                    text=text,
+                    tokens=tokens,
+                    scores=[float(s) for s in scores],
+                    label=_class_name(tm, lab),
+                    probability=float(pred_p[i]),
+                    target=tgt,
+                    target_label=_class_name(tm, tgt),
+                    target_probability=float(res_probs[i]),
+                    seconds=per_text,
+                )
+            )
+    return out
+
+
+def _is_inputiba(method: str) -> bool:
+    return method.lower().replace("-", "_") == "inputiba"
+
+
+def text_explainer_for(text_model: Any, method: str, seed: int | None = None,
+                       **options: Any) -> Any:
+    """The baseline ``method`` (``"integrated_gradients"``, ``"lime"``) on a
+    :class:`~inputiba.models.text.TextModel`'s embedding layer.
+
+    Args:
+        text_model: the packaged model or a checkpoint's :class:`TextModel`.
+        method: a name of :data:`~inputiba.methods.text.TEXT_EXPLAINERS`.
+        seed: the explainer's seed (LIME's sampling) unless ``options`` give one.
+        **options: the explainer's keyword arguments.
+
+    Returns:
+        A :class:`~inputiba.methods.text.TextExplainer`.
+
+    Raises:
+        ValueError: unknown method (the message lists the available ones).
+    """
+    from inputiba.methods.text import TEXT_EXPLAINERS, get_text_explainer
+
+    if _is_inputiba(method):
+        raise ValueError("text_explainer_for builds baselines; use TextInputIBA for 'inputiba'")
+    key = {"ig": "integrated_gradients"}.get(method.lower().replace("-", "_"),
+                                             method.lower().replace("-", "_"))
+    if key not in TEXT_EXPLAINERS:
+        raise ValueError(f"Unknown text attribution method {method!r}. Available: inputiba, "
+                         f"{', '.join(TEXT_EXPLAINERS)}")
+    if seed is not None and key == "lime":
+        options.setdefault("seed", seed)
+    return get_text_explainer(key, text_model.model, text_model.embedding_layer, **options)
+
+
+def _class_name(tm: Any, index: int) -> str:
+    names = tm.class_names
+    return str(names[index]) if index < len(names) else str(index)
