@@ -13,7 +13,7 @@ Layers of :class:`LSTMSentimentClassifier` (names for the explainer):
   feature layer; the second LSTM reads all of them, so the prediction depends on them;
 * ``lstm2`` - the last LSTM. Its per-token outputs are what the original InputIBA code put
   its bottleneck on, but the classifier reads its final hidden state, so the classification
-  loss has exactly zero gradient there (DESIGN.md, mistake 2).
+  loss has exactly zero gradient there (docs/method.md, "Mistakes of the original code").
 """
 
 from __future__ import annotations
