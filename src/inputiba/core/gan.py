@@ -139,23 +139,36 @@ class ImageCritic(nn.Module):
 class SequenceCritic(nn.Module):
     """B independent WGAN critics on feature sequences: an LSTM + a linear head each.
 
-    Critic ``b`` reads the first ``lengths[b]`` positions (its sample's real tokens) of a
-    (N, T, H) batch of feature sequences and scores each from the LSTM's final hidden state.
+    Critic ``b`` reads its sample's real tokens, in order, from a (N, T, H) batch of feature
+    sequences (padding is never read, whichever side it is on) and scores each from the LSTM's
+    final hidden state.
 
     Args:
         groups: B, the number of samples (critics).
         features: H, the feature size.
-        lengths: (B,) real-token counts.
+        tokens: (B, T) mask of the real tokens (True/1), or (B,) real-token counts of
+            right-padded sequences.
         hidden: LSTM units per critic.
 
     Input (B, N, T, H); output (B, N) scores.
     """
 
-    def __init__(self, groups: int, features: int, lengths: torch.Tensor, hidden: int = 32) -> None:
+    def __init__(self, groups: int, features: int, tokens: torch.Tensor, hidden: int = 32) -> None:
         super().__init__()
-        if lengths.shape != (groups,):
-            raise ValueError(f"lengths must have shape ({groups},), got {tuple(lengths.shape)}")
-        self.lengths = [int(n) for n in lengths]
+        if tokens.dim() == 1:
+            if tokens.shape != (groups,):
+                raise ValueError(f"lengths must have shape ({groups},), got {tuple(tokens.shape)}")
+            positions = [torch.arange(int(n)) for n in tokens]
+        elif tokens.dim() == 2 and tokens.shape[0] == groups:
+            positions = [torch.nonzero(row).flatten() for row in tokens.cpu()]
+        else:
+            raise ValueError(f"tokens must be a ({groups}, T) mask or ({groups},) lengths, got "
+                             f"shape {tuple(tokens.shape)}")
+        if any(len(pos) == 0 for pos in positions):
+            raise ValueError("every sequence needs at least one real token")
+        # a prefix is read as a slice (no copy); other layouts by index
+        self.positions = [slice(0, len(pos)) if bool((pos == torch.arange(len(pos))).all())
+                          else pos for pos in positions]
         self.lstms = nn.ModuleList(
             nn.LSTM(features, hidden, batch_first=True) for _ in range(groups)
         )
@@ -180,7 +193,9 @@ class SequenceCritic(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         scores = []
         for b, (lstm, head) in enumerate(zip(self.lstms, self.heads, strict=True)):
-            _, (h_n, _c) = lstm(feats[b, :, : self.lengths[b]])
+            pos = self.positions[b]
+            seq = feats[b, :, pos] if isinstance(pos, slice) else feats[b][:, pos.to(feats.device)]
+            _, (h_n, _c) = lstm(seq)
             scores.append(head(h_n[-1]).squeeze(-1))
         return torch.stack(scores)
 

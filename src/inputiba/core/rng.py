@@ -2,6 +2,9 @@
 
 With one generator per sample, a sample's noise (and therefore its map) does not depend on
 which other samples share its batch, so a batched run equals running the samples one by one.
+For sequences padded to the batch's longest one, the padded length would still change how many
+values each draw takes from a stream; given the real-token mask, :class:`SampleRNG` draws
+sequence noise for the real tokens only, so that it does not.
 """
 
 from __future__ import annotations
@@ -31,16 +34,34 @@ class SampleRNG:
     Args:
         seeds: one seed per sample.
         device: device of the generators and of the returned tensors.
+        token_mask: for a batch of padded sequences, the (B, T) mask of real tokens. Then a
+            :meth:`randn` draw whose second dimension is T (``(n, T, ...)``: noise per token)
+            takes from sample ``b``'s stream only ``n * L_b * ...`` values, for its ``L_b`` real
+            tokens, and is zero at padding: a sample's noise does not depend on how long its
+            batch neighbours are, nor on which side it is padded.
     """
 
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu",
+                 token_mask: torch.Tensor | None = None) -> None:
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        if token_mask is not None and token_mask.shape[0] != len(self.generators):
+            raise ValueError(f"token_mask has {token_mask.shape[0]} rows for "
+                             f"{len(self.generators)} seeds")
+        self.token_mask = None if token_mask is None else token_mask.to(self.device).bool()
 
     def __len__(self) -> int:
         return len(self.generators)
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        mask = self.token_mask
+        if mask is not None and len(shape) >= 2 and shape[1] == mask.shape[1]:
+            out = torch.zeros(len(self.generators), *shape, device=self.device, dtype=dtype)
+            for b, g in enumerate(self.generators):
+                real = (shape[0], int(mask[b].sum()), *shape[2:])
+                out[b][:, mask[b]] = torch.randn(real, generator=g, device=self.device,
+                                                 dtype=dtype)
+            return out
         return torch.stack(
             [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
         )

@@ -324,7 +324,7 @@ class TextStages(StageAdapter):
 
     def critic(self, rng: SampleRNG) -> nn.Module:
         r = self.features
-        critic = SequenceCritic(r.shape[0], r.shape[-1], self.mask.sum(1),
+        critic = SequenceCritic(r.shape[0], r.shape[-1], self.mask.bool(),
                                 self.explainer.critic_hidden).to(r.device, r.dtype)
         return critic.init_per_sample(rng)
 
@@ -550,7 +550,7 @@ class TextInputIBA:
             tgt = resolve_targets(logits, target)
             self._check_gradient(ids, mask, tgt)
             rng = SampleRNG(sample_seeds(self.config.seed if seed is None else seed,
-                                         ids.shape[0]), device)
+                                         ids.shape[0]), device, token_mask=mask)
             batch = TextStages(self, ids, mask, r, emb)
             res = run_stages(batch, tgt, rng, self.config, self.progress)
         valid = mask.bool()
