@@ -16,6 +16,7 @@ __all__ = [
     "InputIBAError",
     "ConfigError",
     "RunConfigError",
+    "UnknownSettingError",
     "LayerNotFoundError",
     "ImageReadError",
     "ExplainError",
@@ -30,6 +31,10 @@ class InputIBAError(Exception):
 
 class ConfigError(InputIBAError, ValueError):
     """A setting with a wrong name, type or value (the message names it and its valid range)."""
+
+
+class UnknownSettingError(ConfigError, TypeError):
+    """A setting name that does not exist (the message suggests the closest one)."""
 
 
 class RunConfigError(ConfigError):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
+
+from inputiba.errors import ConfigError, UnknownSettingError
 
 __all__ = [
     "InputIBAConfig",
@@ -13,6 +16,8 @@ __all__ = [
     "PRESETS",
     "DEFAULT_PRESET",
     "resolve_config",
+    "validate_settings",
+    "SETTING_RULES",
 ]
 
 
@@ -135,8 +140,12 @@ class InputIBAConfig:
     fold_batchnorm: bool = True
     keep_freed_memory: bool = True
 
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
     def replace(self, **changes: Any) -> InputIBAConfig:
-        """A copy with ``changes`` applied (unknown names raise a TypeError naming them)."""
+        """A copy with ``changes`` applied (unknown names raise a TypeError naming them; bad
+        values a :class:`~inputiba.errors.ConfigError` naming the valid range)."""
         _check_names(changes)
         return dataclasses.replace(self, **changes)
 
@@ -192,7 +201,7 @@ def _check_names(changes: dict[str, Any]) -> None:
         for u in unknown:
             close = difflib.get_close_matches(u, names, n=1)
             hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"Unknown InputIBA setting(s): {', '.join(hints)}")
+        raise UnknownSettingError(f"Unknown InputIBA setting(s): {', '.join(hints)}")
 
 
 def resolve_config(
@@ -209,6 +218,98 @@ def resolve_config(
     else:
         name = preset or DEFAULT_PRESET
         if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+            raise ConfigError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         base = InputIBAConfig().replace(**PRESETS[name])
     return base.replace(**overrides)
+
+
+#: The valid values of every setting: (type, lower bound, lower bound included, upper bound,
+#: upper bound included); ``str`` settings list their choices instead of bounds. ``None`` is
+#: valid only for ``max_batch`` (no limit).
+SETTING_RULES: dict[str, tuple[Any, ...]] = {
+    "feat_beta": (float, 0, True, None, False),
+    "feat_steps": (int, 1, True, None, False),
+    "feat_lr": (float, 0, False, None, False),
+    "feat_draws": (int, 1, True, None, False),
+    "feat_sigma": (float, 0, True, None, False),
+    "init_alpha": (float, None, False, None, False),
+    "min_std": (float, 0, False, None, False),
+    "active_threshold": (float, 0, True, 1, False),
+    "gan_real": (str, ("capacity", "lambda")),
+    "gan_epochs": (int, 0, True, None, False),
+    "gan_dataset_size": (int, 1, True, None, False),
+    "gan_subset_size": (int, 1, True, None, False),
+    "gan_batch_size": (int, 1, True, None, False),
+    "gan_critic_lr": (float, 0, False, None, False),
+    "gan_clip": (float, 0, False, None, False),
+    "gan_critic_iters": (int, 1, True, None, False),
+    "gan_lr_mean": (float, 0, True, None, False),
+    "gan_lr_scale": (float, 0, True, None, False),
+    "gan_lr_theta": (float, 0, True, None, False),
+    "input_beta": (float, 0, True, None, False),
+    "input_steps": (int, 1, True, None, False),
+    "input_lr": (float, 0, False, None, False),
+    "input_draws": (int, 1, True, None, False),
+    "input_sigma": (float, 0, True, None, False),
+    "input_mean": (float, None, False, None, False),
+    "input_std": (float, 0, False, None, False),
+    "seed": (int, 0, True, 2**63 - 1, True),
+    "max_batch": (int, 1, True, None, False),
+    "channels_last": (bool,),
+    "fold_batchnorm": (bool,),
+    "keep_freed_memory": (bool,),
+}
+
+
+def _range(lo: Any, lo_in: bool, hi: Any, hi_in: bool) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>=' if lo_in else '>'} {lo}")
+    if hi is not None:
+        parts.append(f"{'<=' if hi_in else '<'} {hi}")
+    return " and ".join(parts) or "finite"
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """``value`` of setting ``name`` checked (and an int given for a float made a float)."""
+    rule = SETTING_RULES[name]
+    kind = rule[0]
+    if value is None and name == "max_batch":
+        return None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"InputIBA setting {name} must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        if value not in rule[1]:
+            raise ConfigError(f"InputIBA setting {name} must be one of {', '.join(rule[1])}, "
+                              f"got {value!r}")
+        return value
+    lo, lo_in, hi, hi_in = rule[1:]
+    what = "an integer" if kind is int else "a number"
+    valid = f"{what} {_range(lo, lo_in, hi, hi_in)}" + (" or null (no limit)"
+                                                         if name == "max_batch" else "")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and number and not isinstance(value, int) and float(value).is_integer():
+        value = int(value)
+    if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
+        raise ConfigError(f"InputIBA setting {name} must be {valid}, got {value!r}")
+    if (lo is not None and (value < lo or (value == lo and not lo_in))) or \
+            (hi is not None and (value > hi or (value == hi and not hi_in))):
+        raise ConfigError(f"InputIBA setting {name} must be {valid}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def validate_settings(cfg: InputIBAConfig) -> None:
+    """Check every setting's type and range (the one place that does, for the Python API,
+    the command line's ``--set`` and run configuration files).
+
+    Raises:
+        ConfigError: the first bad setting, with its valid range.
+    """
+    for f in fields(cfg):
+        if f.name in SETTING_RULES:
+            object.__setattr__(cfg, f.name, _check_value(f.name, getattr(cfg, f.name)))
+    if cfg.gan_subset_size > cfg.gan_dataset_size:
+        raise ConfigError(f"InputIBA setting gan_subset_size ({cfg.gan_subset_size}) must be at "
+                          f"most gan_dataset_size ({cfg.gan_dataset_size})")

@@ -96,7 +96,7 @@ class ImageCritic(nn.Module):
         h, w = size
         h, w = _conv_out(_conv_out(h, 4, 2, 1), 4, 2, 1), _conv_out(_conv_out(w, 4, 2, 1), 4, 2, 1)
         if h < 1 or w < 1:
-            raise ValueError(f"Feature map {size} is too small for the image critic (needs >= 2x2)")
+            raise ValueError(f"Feature map {size} is too small for the image critic (the critic needs at least 4x4)")
         self.c3, self.flat = c3, c3 * h * w
         self.fc1 = GroupedLinear(g, self.flat, hidden[0])
         self.fc2 = GroupedLinear(g, hidden[0], hidden[1])
