@@ -17,7 +17,7 @@ from inputiba import __version__
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
     "explain", "explain_text", "evaluate", "compare", "explain_dataset", "split_dataset",
-    "layers",
+    "layers", "train_text",
 )
 
 

@@ -1,10 +1,10 @@
 """Train the packaged sentiment classifiers on the Rotten Tomatoes snippets (CPU, minutes).
 
-Usage::
+From the command line::
 
-    python -m inputiba.models.text_training lstm      # GloVe-50d BiLSTM, prints the test accuracy
-    python -m inputiba.models.text_training minilm    # all-MiniLM-L6-v2 + trained head
-    python -m inputiba.models.text_training lstm --num-classes 1 --out my_lstm.pt
+    inputiba train-text lstm      # GloVe-50d BiLSTM, prints the test accuracy
+    inputiba train-text minilm    # all-MiniLM-L6-v2 + trained head
+    inputiba train-text lstm --num-classes 1 --out my_lstm.pt
 
 Both use :func:`inputiba.data.text.snippet_split` (seed 0, 20% held out), are seeded, show
 progress bars, and save a checkpoint (default: the cache folder, where
@@ -14,7 +14,6 @@ progress bars, and save a checkpoint (default: the cache folder, where
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -49,7 +48,6 @@ __all__ = [
     "train_minilm",
     "train_text_model",
     "seed_everything",
-    "main",
 ]
 
 
@@ -347,30 +345,3 @@ def load_text_model(name: str = "lstm", train_if_missing: bool = True) -> TextMo
     if not isinstance(state, dict) or "kind" not in state:
         raise ValueError(f"{path} is not a text-model checkpoint written by inputiba train-text")
     return build_from_checkpoint(state)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m inputiba.models.text_training",
-        description="Train a sentiment classifier on the Rotten Tomatoes snippets (offline).",
-    )
-    parser.add_argument("kind", choices=["lstm", "minilm"])
-    parser.add_argument("--out", help="checkpoint path (default: the inputiba cache folder)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="default: 6 (lstm), 60 (minilm head)")
-    parser.add_argument("--num-classes", type=int, choices=[1, 2], default=2,
-                        help="2 softmax logits or 1 sigmoid logit")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    kwargs: dict[str, Any] = {"seed": args.seed, "num_classes": args.num_classes}
-    if args.epochs:
-        kwargs["epochs"] = args.epochs
-    state = train_text_model(args.kind, out=args.out, **kwargs)
-    print(f"test_accuracy {state['test_accuracy']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
