@@ -6,11 +6,11 @@ peak allocated). ``--scale`` runs that fraction of every stage's steps/epochs an
 times back up (the cost per step is constant), for slow configurations such as VGG16 on a CPU;
 the table says when it did.
 
-``--reference`` also explains the two photos of ``shared/reference-maps`` with EfficientNet-Lite0
-at the original settings (statistics from the 9 built-in photos, as the reference) and prints the
-deletion and insertion AUC of this project's maps (over ``--seeds``) next to the original code's
-(its shared run and the reruns of ``original_runs``), and how much each stage's maps correlate
-across the two implementations and within each.
+``--reference`` also explains the two photos the original 2021 code was run on (``chelsea`` and
+``coffee``) with EfficientNet-Lite0 at the original settings (statistics from the 9 built-in
+photos, as those runs) and prints the deletion and insertion AUC of this project's maps (over
+``--seeds``) next to the original code's (its 4 runs stored in ``original_runs``), and how much
+each stage's maps correlate across the two implementations and within each.
 
 Examples:
     python benchmarks/bench_core.py                                  # EfficientNet-Lite0, B = 1, 4, 8
@@ -37,8 +37,7 @@ import numpy as np
 import torch
 
 MODELS = {"effnet": ("efficientnet-lite0", "_blocks.5"), "vgg16": ("vgg16", "features.17")}
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-maps"
-# more runs of the original code on the same inputs (see original_runs/README.md)
+# runs of the original code on the same inputs (see original_runs/README.md)
 ORIGINAL_RUNS = Path(__file__).resolve().parent / "original_runs"
 TARGETS = {"chelsea": 285, "coffee": 967}
 # (file suffix of the original's map, InputIBAResult field, title), one per stage
@@ -169,20 +168,15 @@ def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
             print(f"{'mean':10s} {who:22s} {means[:, 0].mean():24.4f} {means[:, 1].mean():26.4f}")
     for n in names:
         print(f"original runs, {n}: " + ", ".join(f"{d:.4f} / {i:.4f}" for d, i in theirs[n])
-              + " (deletion / insertion; the first is shared/reference-maps)")
+              + " (deletion / insertion; the first is the run of seed -1)")
     _stage_correlations(maps, originals, names)
 
 
 def _original_maps(name: str) -> dict[str, list[np.ndarray]]:
-    """The original code's maps of photo ``name``, per stage (keys of STAGES): the run of
-    shared/reference-maps first, then the reruns stored in benchmarks/original_runs."""
-    out = {k: [np.load(REFERENCE / f"effnet_{name}_{k}.npy")] for k, _, _ in STAGES}
-    path = ORIGINAL_RUNS / f"effnet_{name}.npz"
-    if path.exists():
-        with np.load(path) as runs:
-            for k in out:
-                out[k].extend(runs[k].astype(np.float32))
-    return out
+    """The original code's maps of photo ``name``, per stage (keys of STAGES), one per run
+    stored in benchmarks/original_runs."""
+    with np.load(ORIGINAL_RUNS / f"effnet_{name}.npz") as runs:
+        return {k: list(runs[k].astype(np.float32)) for k, _, _ in STAGES}
 
 
 def _stage_correlations(maps: dict[str, list[np.ndarray]],
@@ -217,7 +211,7 @@ def _reference_figure(res, names: list[str], path: str) -> None:
     axes = fig.subplots(2 * len(names), len(STAGES))
     for i, n in enumerate(names):
         for j, (ref_key, ours_key, title) in enumerate(STAGES):
-            ref = np.load(REFERENCE / f"effnet_{n}_{ref_key}.npy")
+            ref = _original_maps(n)[ref_key][0]
             mine = getattr(res, ours_key)[i, 0].cpu().numpy()
             lo, hi = min(ref.min(), mine.min()), max(ref.max(), mine.max())
             for row, (who, m) in enumerate((("original", ref), ("inputiba", mine))):
