@@ -96,7 +96,8 @@ def subset_output_drops(
 def sensitivity_n_values(n_features: int, num: int = 46, max_exponent: float = 4.5) -> list[int]:
     """The subset sizes ``N`` of sensitivity-N on images: ``unique(int(logspace(0, 4.5, 46)))``.
 
-    42 values from 1 to 31622 (DESIGN.md); sizes above ``n_features`` are dropped.
+    42 values from 1 to 31622 (the evaluation protocol, docs/method.md); sizes above
+    ``n_features`` are dropped.
     """
     ns = np.unique(np.logspace(0, max_exponent, num).astype(int))
     return [int(n) for n in ns if 1 <= n <= n_features]
