@@ -133,3 +133,27 @@ def test_cli_compare_end_to_end_on_the_builtin_set(tmp_path):
     stamp = (out / "maps" / "gradcam" / "2011_000025.npy").stat().st_mtime_ns
     assert main(argv) == 0  # resumed: nothing recomputed
     assert (out / "maps" / "gradcam" / "2011_000025.npy").stat().st_mtime_ns == stamp
+
+
+def test_compare_methods_in_one_python_call(tmp_path, items):
+    """The whole comparison without the CLI: in-memory items and a model object."""
+    from inputiba.metrics.evaluate import EvaluationSettings
+    from inputiba.workflows.compare import CompareSettings, compare_methods
+
+    for it in items:
+        it.boxes = np.array([[2, 2, 20, 15]], np.float32)
+    settings = CompareSettings(
+        methods=["gradcam", "random"], gradcam_layer="conv", progress=False,
+        evaluation=EvaluationSettings(step=0.25, min_probability=0, plots=False, progress=False),
+    )
+    res = compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep), settings=settings)
+    assert set(res.summaries) == {"gradcam", "random"} and set(res.targets) == {"img0", "img1",
+                                                                                 "img2"}
+    for summary in res.summaries.values():
+        assert summary["metrics"]["deletion_auc"]["n"] == 3
+        assert summary["metrics"]["mass_in_box"]["n"] == 3
+    assert (tmp_path / "comparison.md").read_text().endswith(res.table.split("\n\n", 1)[1])
+    assert (tmp_path / "report.html").exists() and (tmp_path / "grid.png").exists()
+    with pytest.raises(ValueError, match="unknown method"):
+        compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep),
+                        settings=CompareSettings(methods=["gradcm"]))
