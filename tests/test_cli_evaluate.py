@@ -199,7 +199,8 @@ def test_python_evaluate_maps_matches_the_cli_and_takes_items(tmp_path, tiny_mod
     and a model object (no CLI involved)."""
     import importlib
 
-    from inputiba.metrics.evaluate import EvalItem, EvaluationSettings, evaluate_maps
+    from inputiba.data.maps import EvalItem
+    from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps
 
     images, maps = _write_set(tmp_path)
     argv = ["evaluate", str(maps), "--images", str(images), "--model", tiny_model, "--out",

@@ -14,7 +14,7 @@ import numpy as np
 from inputiba.data.io import atomic_write, save_text
 
 if TYPE_CHECKING:
-    from inputiba.metrics.evaluate import EvalItem
+    from inputiba.data.maps import EvalItem
 
 __all__ = ["METRICS", "SMALL_N", "comparison_table", "figure_grid", "write_report"]
 

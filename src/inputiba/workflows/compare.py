@@ -34,16 +34,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba.data.io import save_json, save_npy, save_text
+from inputiba.data.maps import EvalItem, builtin_items
 from inputiba.errors import ConfigError
 from inputiba.methods import available_explainers, get_explainer
 from inputiba.methods.base import Explainer, normalize_map
-from inputiba.metrics.evaluate import (
-    EvalItem,
-    EvaluationSettings,
-    builtin_items,
-    evaluate_maps,
-    resolve_model,
-)
+from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps, resolve_model
 from inputiba.report.compare import METRICS, comparison_table, figure_grid, write_report
 
 __all__ = [
@@ -269,6 +264,25 @@ def _imagenet_items(root: str | Path, split: str, limit: int) -> list[EvalItem]:
     return out
 
 
+def _targets_above(
+    model: nn.Module, preprocess: Any, items: Sequence[EvalItem], out: Path, s: CompareSettings
+) -> tuple[dict[str, int], list[str]]:
+    """The targets of the images that reach the probability filter, and the names left out."""
+    chosen = choose_targets(model, preprocess, items, out / "targets.json", s.device)
+    min_p = s.evaluation.min_probability
+    names = {it.name for it in items}
+    targets = {k: v["target"] for k, v in chosen.items()
+               if k in names and v["probability"] >= min_p}
+    skipped = sorted(names - set(targets))
+    if skipped and s.progress:
+        print(f"inputiba compare: skipping {', '.join(skipped)} (target probability below "
+              f"{min_p})", file=sys.stderr)
+    if not targets:
+        raise ConfigError(f"no image reaches min_probability {min_p}; lower it to compare")
+    save_json(out / "targets_used.json", targets)
+    return targets, skipped
+
+
 def compare_methods(
     out: str | Path = "compare",
     *,
@@ -324,18 +338,7 @@ def compare_methods(
         raise ConfigError("no images to compare on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = choose_targets(net, preprocess, items, out / "targets.json", s.device)
-    min_p = s.evaluation.min_probability
-    names = {it.name for it in items}
-    targets = {k: v["target"] for k, v in chosen.items()
-               if k in names and v["probability"] >= min_p}
-    skipped = sorted(names - set(targets))
-    if skipped and s.progress:
-        print(f"inputiba compare: skipping {', '.join(skipped)} (target probability below "
-              f"{min_p})", file=sys.stderr)
-    if not targets:
-        raise ConfigError(f"no image reaches min_probability {min_p}; lower it to compare")
-    save_json(out / "targets_used.json", targets)
+    targets, skipped = _targets_above(net, preprocess, items, out, s)
     options: dict[str, dict[str, Any]] = {
         "inputiba": {**s.inputiba_options, "preset": s.preset, "seed": s.seed},
         "iba": {"seed": s.seed},
