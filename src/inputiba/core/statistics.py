@@ -37,7 +37,7 @@ class LayerStatistics:
         shape: the shape of one sample's features (C x H x W for images, D for tokens).
         device: where the accumulators live.
 
-    Example:
+    Examples:
         >>> stats = LayerStatistics((4,))
         >>> stats.update(torch.tensor([[1., 0, 2, 3], [3., 0, 2, 5]]))
         >>> stats.mean

@@ -568,7 +568,8 @@ def split_dataset(
     Args:
         root: the dataset (see :func:`list_dataset`).
         out_dir: where the two sets go.
-        n_estimation, n_attribution: images per class in each set (>= 0).
+        n_estimation: images per class in the estimation set (>= 0).
+        n_attribution: images per class in the attribution set (>= 0).
         seed: the shuffle's seed (the same seed gives the same split).
         split: the split sub-folder of an ImageNet layout.
         layout: ``"class"``: one folder per class (for an ImageNet source, each set is itself an

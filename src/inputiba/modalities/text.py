@@ -17,7 +17,7 @@ tells them what the modality changes:
 
 The attribution is (B, T) token scores in [0, 1], zero on padding.
 
-Example:
+Examples:
     >>> from inputiba import TextInputIBA, load_text_model
     >>> tm = load_text_model("lstm")                                    # doctest: +SKIP
     >>> explainer = TextInputIBA.for_model(tm, preset="fast")           # doctest: +SKIP

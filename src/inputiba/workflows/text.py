@@ -74,7 +74,8 @@ def explain_texts(
             :meth:`TextInputIBA.for_model`, or :func:`text_explainer_for` when ``method`` is
             a baseline.
         target: None (predicted class), an int for all, or one per text.
-        preset, **overrides: InputIBA settings (when no explainer is given).
+        preset: InputIBA preset (when no explainer is given).
+        **overrides: InputIBA settings over the preset (when no explainer is given).
         batch_size: texts per attribution batch.
         seed: base seed (InputIBA: text ``i`` uses ``seed + i``; default the config's seed).
         progress: progress bar over batches.
