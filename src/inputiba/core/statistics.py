@@ -173,10 +173,12 @@ def accumulate_statistics(
             texts) and returns each layer's samples as (N, *shape) tensors (for text, N counts
             the real tokens of those texts).
         n_samples: stop after this many units (None: all batches).
-        progress: tqdm bar. unit, desc: its unit and label, and the unit in the warning.
+        progress: tqdm bar.
+        unit: the bar's unit, also named in the too-few-samples warning.
+        desc: the bar's label.
 
     Returns:
-        ``{name: LayerStatistics}`` on the CPU.
+        dict[str, LayerStatistics]: the statistics by layer name, on the CPU.
 
     Raises:
         ValueError: no samples were seen.

@@ -580,7 +580,7 @@ def split_dataset(
         class_index: as in :func:`list_dataset`.
 
     Returns:
-        ``{"estimation": [keys], "attribution": [keys]}``.
+        dict[str, list[str]]: the keys of each set, ``"estimation"`` and ``"attribution"``.
 
     Raises:
         ValueError: bad counts, layout or mode; a file already in the way.

@@ -227,7 +227,8 @@ class ImageStages(StageAdapter):
 
     Args:
         explainer: the :class:`IBA` / :class:`InputIBA` (model, layer, settings, statistics).
-        net: the network the loops run (the folded copy or the model). split: its split at
+        net: the network the loops run (the folded copy or the model).
+        split: its split at
             the layer.
         x: (B, C, H, W) normalised images on the model's device (channels-last if configured).
     """
@@ -283,7 +284,8 @@ class InputIBAResult:
         feature_capacity: (B, 1, h, w) stage-1 capacity in bits at the layer's resolution.
         gan_mask: (B, 1, H, W) the WGAN's input mask (channel mean) in [0, 1].
         input_capacity: (B, 1, H, W) stage-3 KL summed over channels, in bits.
-        targets: (B,) the explained classes. probabilities: (B,) their probabilities.
+        targets: (B,) the explained classes.
+        probabilities: (B,) their probabilities.
         losses: per stage, dicts of (B, steps) tensors.
         seconds: wall time per stage (``setup``: preparing the network, then ``feature``,
             ``gan``, ``input``).

@@ -90,10 +90,13 @@ class DatasetRunSummary:
 
     Attributes:
         total: items of the dataset (all shards).
-        done: items explained by this run. skipped: items already complete from earlier runs.
+        done: items explained by this run.
+        skipped: items already complete from earlier runs.
         failed: items that failed in this run.
-        seconds: wall time of the run. images_per_second: ``done / seconds of explaining``.
-        world_size: processes. out_dir: the output folder.
+        seconds: wall time of the run.
+        images_per_second: ``done / seconds of explaining``.
+        world_size: processes.
+        out_dir: the output folder.
     """
 
     total: int
