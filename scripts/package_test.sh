@@ -48,9 +48,14 @@ fi
 # A copy of the tracked and untracked-but-not-ignored files: the build never sees .venv,
 # site/ or caches, and the checkout gets no build/ or egg-info folders.
 mkdir -p "$tmp/src-copy"
-git ls-files -z --cached --others --exclude-standard \
-    | xargs -0 -I{} sh -c 'test -e "{}" && echo "{}"' \
-    | tar -cf - -T - | tar -xf - -C "$tmp/src-copy"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 -I{} sh -c 'test -e "{}" && echo "{}"' \
+        | tar -cf - -T - | tar -xf - -C "$tmp/src-copy"
+else  # an unpacked sdist, say
+    tar -cf - --exclude=./.venv --exclude=./site --exclude=./build --exclude=./dist . \
+        | tar -xf - -C "$tmp/src-copy"
+fi
 "$PY" -m build -q "${build_args[@]}" --outdir "$tmp/dist" "$tmp/src-copy" >"$tmp/build.log" 2>&1 \
     || { tail -30 "$tmp/build.log" >&2; fail "python -m build"; }
 wheel=$(ls "$tmp"/dist/inputiba-*.whl)
