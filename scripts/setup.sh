@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install inputiba with the given extras (default: none). Idempotent.
 #   bash scripts/setup.sh            # the library and CLI
-#   bash scripts/setup.sh dev        # + test tools and every optional extra
+#   bash scripts/setup.sh dev        # + test tools, the docs tools and every optional extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -15,7 +15,7 @@ python -c "import torch, torchvision" 2>/dev/null || \
     python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
 python -c "import torch, torchvision"
 if [ -n "$extras" ]; then
-    if [ "$extras" = dev ]; then spec=".[dev,text,baselines]"; else spec=".[$extras]"; fi
+    if [ "$extras" = dev ]; then spec=".[dev,docs,text,baselines]"; else spec=".[$extras]"; fi
 else
     spec="."
 fi

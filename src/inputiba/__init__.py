@@ -4,7 +4,7 @@ The attribution classes are imported here; the one-call workflows (``explain_ima
 ``explain_texts``, ``explain_dataset``, ``evaluate_maps``, ``compare_methods``) and the model
 loaders are imported on first use.
 
-Example:
+Examples:
     >>> from inputiba import InputIBA, load_model
     >>> model, preprocess = load_model("efficientnet-lite0")          # doctest: +SKIP
     >>> explainer = InputIBA(model, "_blocks.5", preset="fast")       # doctest: +SKIP

@@ -27,7 +27,8 @@ class BottleneckSettings:
 
     Attributes:
         beta: weight of the information loss (mean KL in nats per element).
-        steps: Adam steps. lr: Adam's learning rate.
+        steps: Adam steps.
+        lr: Adam's learning rate.
         draws: noise draws per sample and step (the loss is their mean).
         sigma: Gaussian smoothing of lambda, in cells of the bottleneck's grid (0: off;
             only 2-d grids, images and feature maps, are smoothed).
@@ -50,12 +51,16 @@ class GanSettings:
         real: the critic's "real" samples at the layer: ``"capacity"`` (the stage-1 KL as the
             weight of R, noise of random sub-set means and stds; the original code) or
             ``"lambda"`` (the paper's bottleneck variable Z*).
-        epochs: passes over the ``dataset_size`` real samples, in batches of ``batch_size``;
-            ``subset_size`` samples share one noise mean and std (``"capacity"``).
-        critic_lr, clip: the critic's learning rate and weight clipping bound.
+        epochs: passes over the ``dataset_size`` real samples, in batches of ``batch_size``.
+        dataset_size: number of real samples.
+        subset_size: samples that share one noise mean and std (``"capacity"``).
+        batch_size: samples per critic and generator step.
+        critic_lr: the critic's learning rate.
+        clip: the critic's weight clipping bound.
         critic_iters: critic steps per generator step.
-        lr_mean, lr_scale, lr_theta: learning rates of the generator's noise mean, noise scale
-            and mask logits.
+        lr_mean: learning rate of the generator's noise mean.
+        lr_scale: learning rate of the generator's noise scale.
+        lr_theta: learning rate of the generator's mask logits.
     """
 
     real: str = "capacity"

@@ -280,8 +280,10 @@ class RealSamples:
       N(feature_mean, feature_std^2), and the result is multiplied by ``active``.
 
     Args:
-        r: (B, *F) the layer activation. weight: (B, *F) capacity or lambda.
-        rng: per-sample random streams. settings: the GAN's settings.
+        r: (B, *F) the layer activation.
+        weight: (B, *F) capacity or lambda.
+        rng: per-sample random streams.
+        settings: the GAN's settings.
         feature_statistics: (mean, std, active), each (*F); needed by ``"lambda"``.
     """
 

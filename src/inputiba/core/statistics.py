@@ -37,7 +37,7 @@ class LayerStatistics:
         shape: the shape of one sample's features (C x H x W for images, D for tokens).
         device: where the accumulators live.
 
-    Example:
+    Examples:
         >>> stats = LayerStatistics((4,))
         >>> stats.update(torch.tensor([[1., 0, 2, 3], [3., 0, 2, 5]]))
         >>> stats.mean
@@ -173,10 +173,12 @@ def accumulate_statistics(
             texts) and returns each layer's samples as (N, *shape) tensors (for text, N counts
             the real tokens of those texts).
         n_samples: stop after this many units (None: all batches).
-        progress: tqdm bar. unit, desc: its unit and label, and the unit in the warning.
+        progress: tqdm bar.
+        unit: the bar's unit, also named in the too-few-samples warning.
+        desc: the bar's label.
 
     Returns:
-        ``{name: LayerStatistics}`` on the CPU.
+        dict[str, LayerStatistics]: the statistics by layer name, on the CPU.
 
     Raises:
         ValueError: no samples were seen.

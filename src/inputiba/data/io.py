@@ -87,7 +87,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         path: the image file.
 
     Returns:
-        An H x W x 3 ``uint8`` array (H, W: the displayed size after EXIF rotation).
+        np.ndarray: an H x W x 3 ``uint8`` array, H x W the displayed size after EXIF rotation.
 
     Raises:
         ImageReadError: the file is missing, a folder, not an image, or corrupt/truncated.

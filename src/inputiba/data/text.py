@@ -12,7 +12,7 @@ Everything the text side trains and tests on ships inside registry packages (ASS
 Readers for files users bring themselves: :func:`read_imdb` (the ``aclImdb`` folder) and
 :func:`read_glove_text` (``glove.6B.100d.txt`` format).
 
-Example:
+Examples:
     >>> train, test = snippet_split()                       # doctest: +SKIP
     >>> vocab = Vocabulary.build([tokenize(t) for t, _ in train], min_count=1)  # doctest: +SKIP
     >>> ids, lengths = pad_sequences([vocab.encode(tokenize("A fine film."))])  # doctest: +SKIP

@@ -220,9 +220,11 @@ def extremal_perturbation(
         sigma_max: strongest blur in pixels; default ``10 * min(H, W) / 224``.
         levels: blur pyramid levels.
         reference: value (or (C,H,W)/(B,C,H,W) tensor) deleted pixels fade to, for ``"fade"``.
-        lambda_start, lambda_end: weight of the area loss, grown geometrically over the steps
-            (the score is divided by the gap between the unperturbed and the fully perturbed
-            image's score, so these weights do not depend on the model's logit scale).
+        lambda_start: weight of the area loss at the first step; it grows geometrically to
+            ``lambda_end`` over the steps (the score is divided by the gap between the
+            unperturbed and the fully perturbed image's score, so these weights do not depend
+            on the model's logit scale).
+        lambda_end: weight of the area loss at the last step.
         batch_size: masks optimised at once (samples x areas); default all.
         progress: show a tqdm bar over the steps.
 

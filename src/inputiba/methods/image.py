@@ -386,9 +386,14 @@ class ExtremalPerturbation(Explainer):
     Raw: (B, len(areas), H, W) masks in [0, 1], one per area; the map is their mean.
 
     Args:
+        model: the classifier.
+        layer: unused (the method needs no layer).
         areas: fractions of the image kept, optimised together.
-        steps, lr, stride, sigma, perturbation, sigma_max, levels, lambda_start, lambda_end,
-            batch_size, progress: see :func:`inputiba.methods.extremal.extremal_perturbation`.
+        seed: as in :class:`Explainer`.
+        normalize: as in :class:`Explainer`.
+        **kwargs: the options of :func:`inputiba.methods.extremal.extremal_perturbation`
+            (``steps``, ``lr``, ``stride``, ``sigma``, ``perturbation``, ``sigma_max``,
+            ``levels``, ``lambda_start``, ``lambda_end``, ``batch_size``, ``progress``).
     """
 
     name = "extremal_perturbation"

@@ -227,7 +227,8 @@ class ImageStages(StageAdapter):
 
     Args:
         explainer: the :class:`IBA` / :class:`InputIBA` (model, layer, settings, statistics).
-        net: the network the loops run (the folded copy or the model). split: its split at
+        net: the network the loops run (the folded copy or the model).
+        split: its split at
             the layer.
         x: (B, C, H, W) normalised images on the model's device (channels-last if configured).
     """
@@ -283,7 +284,8 @@ class InputIBAResult:
         feature_capacity: (B, 1, h, w) stage-1 capacity in bits at the layer's resolution.
         gan_mask: (B, 1, H, W) the WGAN's input mask (channel mean) in [0, 1].
         input_capacity: (B, 1, H, W) stage-3 KL summed over channels, in bits.
-        targets: (B,) the explained classes. probabilities: (B,) their probabilities.
+        targets: (B,) the explained classes.
+        probabilities: (B,) their probabilities.
         losses: per stage, dicts of (B, steps) tensors.
         seconds: wall time per stage (``setup``: preparing the network, then ``feature``,
             ``gan``, ``input``).
@@ -312,11 +314,14 @@ class IBA(_LayerAttribution):
         model: the classifier (put in eval mode during attribution; weights never change).
         layer: dotted name of the layer, e.g. ``"features.17"`` or ``"_blocks.5"``.
         statistics: :class:`LayerStatistics` or a path saved with it (else call :meth:`estimate`).
-        beta, steps, lr, draws, sigma: IBA's settings (IBA's own defaults: beta 10, 10 steps,
-            lr 1, 10 draws, smoothing sigma 1 feature cell).
+        beta: weight of the information loss (IBA's default 10).
+        steps: optimisation steps (10).
+        lr: Adam learning rate on the bottleneck's logits (1).
+        draws: noise draws per step (10).
+        sigma: smoothing of the bottleneck over the feature grid, in feature cells (1; 0: off).
         progress: show progress bars.
 
-    Example:
+    Examples:
         >>> iba = IBA(model, "_blocks.5")                          # doctest: +SKIP
         >>> iba.estimate(loader, n_samples=1000)                   # doctest: +SKIP
         >>> bits = iba.attribute(x, target=285)                    # doctest: +SKIP
@@ -392,7 +397,7 @@ class InputIBA(_LayerAttribution):
         progress: show progress bars per stage.
         **overrides: any field of :class:`InputIBAConfig`, e.g. ``input_steps=30``.
 
-    Example:
+    Examples:
         >>> from inputiba import InputIBA
         >>> from inputiba.models.image import load_model
         >>> model, prep = load_model("efficientnet-lite0")                   # doctest: +SKIP

@@ -17,7 +17,7 @@ tells them what the modality changes:
 
 The attribution is (B, T) token scores in [0, 1], zero on padding.
 
-Example:
+Examples:
     >>> from inputiba import TextInputIBA, load_text_model
     >>> tm = load_text_model("lstm")                                    # doctest: +SKIP
     >>> explainer = TextInputIBA.for_model(tm, preset="fast")           # doctest: +SKIP
@@ -193,7 +193,8 @@ def estimate_token_statistics(
         progress: tqdm bar.
 
     Returns:
-        ``{layer: LayerStatistics}`` on the CPU; ``stats.n`` counts tokens.
+        dict[str, LayerStatistics]: the statistics by layer name, on the CPU; ``stats.n``
+        counts tokens.
     """
     pad = int(getattr(model, "pad_id", 0) if pad_id is None else pad_id)
     modules = {name: get_layer(model, name) for name in layers}
@@ -248,7 +249,8 @@ def layer_gradient(
     Args:
         model: the classifier.
         layer: dotted layer name.
-        token_ids: (B, T) ids. attention_mask: (B, T) or None (ids != ``model.pad_id``).
+        token_ids: (B, T) ids.
+        attention_mask: (B, T) or None (ids != ``model.pad_id``).
         target: None (predicted class), an int, or one per sample.
 
     Returns:
@@ -353,8 +355,10 @@ class TextInputIBAResult:
         gan_mask: (B, T) the WGAN's token mask in [0, 1], 0 on padding.
         input_capacity: (B, T) stage-3 KL per token in bits (summed over embedding dims).
         attention_mask: (B, T) long, 1 for real tokens.
-        targets: (B,) explained classes. probabilities: (B,) their probabilities.
-        losses: per stage, dicts of (B, steps) tensors. seconds: wall time per stage.
+        targets: (B,) explained classes.
+        probabilities: (B,) their probabilities.
+        losses: per stage, dicts of (B, steps) tensors.
+        seconds: wall time per stage.
         config: the settings used.
     """
 

@@ -63,7 +63,8 @@ class Preprocess:
 
     Args:
         size: output (H, W) or a single int for a square.
-        mean, std: per-channel normalisation of [0, 1] pixel values.
+        mean: per-channel mean subtracted from [0, 1] pixel values.
+        std: per-channel standard deviation they are divided by.
         antialias: low-pass filter when shrinking (bilinear resize); False matches OpenCV's
             ``cv2.resize`` (INTER_LINEAR), which the original InputIBA code used.
 

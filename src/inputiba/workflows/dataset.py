@@ -90,10 +90,13 @@ class DatasetRunSummary:
 
     Attributes:
         total: items of the dataset (all shards).
-        done: items explained by this run. skipped: items already complete from earlier runs.
+        done: items explained by this run.
+        skipped: items already complete from earlier runs.
         failed: items that failed in this run.
-        seconds: wall time of the run. images_per_second: ``done / seconds of explaining``.
-        world_size: processes. out_dir: the output folder.
+        seconds: wall time of the run.
+        images_per_second: ``done / seconds of explaining``.
+        world_size: processes.
+        out_dir: the output folder.
     """
 
     total: int
@@ -332,14 +335,21 @@ def explain_dataset(
 
     Args:
         dataset: a dataset folder (see :func:`inputiba.data.datasets.list_dataset`) or items.
-        model, weights, layer, estimation, estimation_samples, preset, options, preprocess,
-            class_names: as in :func:`inputiba.workflows.explain.explain_images`.
+        model: as in :func:`inputiba.workflows.explain.explain_images`.
+        weights: as there.
+        layer: as there.
         targets: ``"auto"`` (the item's folder class in an ImageNet layout, else the predicted
             class), ``"folder"`` (the folder class; an error where unknown), ``"predicted"``,
             or one class index or name for all items.
-        split, subset, class_index: passed to :func:`~inputiba.data.datasets.list_dataset`.
+        split: passed to :func:`~inputiba.data.datasets.list_dataset`.
+        subset: passed to :func:`~inputiba.data.datasets.list_dataset`.
+        class_index: passed to :func:`~inputiba.data.datasets.list_dataset`.
+        estimation: as in :func:`inputiba.workflows.explain.explain_images`.
         statistics: ready statistics (object or file); else estimated once (rank 0) from
             ``estimation`` and saved as ``<out>/statistics.pt``, which a resumed run reuses.
+        estimation_samples: as in :func:`inputiba.workflows.explain.explain_images`.
+        preset: as there.
+        options: as there.
         batch_size: images explained together per process.
         device: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:<local rank>``); default CUDA
             when available.
@@ -353,6 +363,8 @@ def explain_dataset(
         gallery_limit: the gallery shows every failed item and at most this many explained ones
             (its thumbnails are embedded in the page; ``None``: all). ``results.json`` always
             lists every item.
+        preprocess: as in :func:`inputiba.workflows.explain.explain_images`.
+        class_names: as there.
         progress: a progress bar (rank 0) and a summary line on stderr.
 
     Returns:

@@ -29,10 +29,14 @@ class TokenAttribution:
     """One explained text.
 
     Attributes:
-        text: the text. tokens: its tokens. scores: one InputIBA score in [0, 1] per token.
-        label, probability: the predicted class name and its probability.
-        target, target_label, target_probability: the explained class (the predicted one
-            unless a target was given) and its probability.
+        text: the text.
+        tokens: its tokens.
+        scores: one InputIBA score in [0, 1] per token.
+        label: the predicted class name.
+        probability: the predicted class's probability.
+        target: the explained class index (the predicted one unless a target was given).
+        target_label: the explained class's name.
+        target_probability: the explained class's probability.
         seconds: this text's share of the batch's wall time.
     """
 
@@ -74,7 +78,8 @@ def explain_texts(
             :meth:`TextInputIBA.for_model`, or :func:`text_explainer_for` when ``method`` is
             a baseline.
         target: None (predicted class), an int for all, or one per text.
-        preset, **overrides: InputIBA settings (when no explainer is given).
+        preset: InputIBA preset (when no explainer is given).
+        **overrides: InputIBA settings over the preset (when no explainer is given).
         batch_size: texts per attribution batch.
         seed: base seed (InputIBA: text ``i`` uses ``seed + i``; default the config's seed).
         progress: progress bar over batches.
