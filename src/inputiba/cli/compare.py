@@ -114,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=Default(0))
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="METRIC",
                    help=f"any of {', '.join(ALL_METRICS)} (default: all but sensitivity, which "
-                        "takes ~4,600 forward passes per image and method)")
+                        "takes ~4,200 forward passes per image and method)")
     p.add_argument("--sensitivity-subsets", type=int, default=100,
                    help="random pixel subsets per N for sensitivity-N")
     p.add_argument("--step", type=float, default=0.01,

@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULT_METRICS),
         metavar="METRIC",
-        help=f"any of {', '.join(ALL_METRICS)} (default: all but sensitivity, which takes ~4,600 forward passes per image)",
+        help=f"any of {', '.join(ALL_METRICS)} "
+             "(default: all but sensitivity, which takes ~4,200 forward passes per image)",
     )
     p.add_argument(
         "--step",
