@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from inputiba.data.assets import cache_dir, fetch_package_files
+from inputiba.data.io import save_text
 
 __all__ = [
     "VADER_PACKAGE",
@@ -154,7 +155,7 @@ class Vocabulary:
         return cls(words[2:])
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
+        save_text(path, json.dumps(self.itos, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
@@ -290,7 +291,7 @@ def packaged_glove() -> tuple[list[str], np.ndarray]:
         words = json.loads(words_cache.read_text(encoding="utf-8"))
     else:
         words = [str(w) for w in pq.read_table(root / "glove_6B_index.parquet").column("index")]
-        words_cache.write_text(json.dumps(words, ensure_ascii=False), encoding="utf-8")
+        save_text(words_cache, json.dumps(words, ensure_ascii=False))
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     if vectors.shape[0] != len(words):
         raise ValueError(f"GloVe index has {len(words)} words but {vectors.shape[0]} vectors")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from inputiba.core.config import PRESETS, InputIBAConfig, resolve_config
+from inputiba.data.io import save_text
 from inputiba.errors import RunConfigError
 
 __all__ = [
@@ -314,5 +315,5 @@ def write_run_config(cfg: RunConfig, out_dir: str | os.PathLike[str]) -> Path:
     path = out / CONFIG_FILENAME
     header = ("# The fully resolved configuration of this run; reproduce it with\n"
               f"#   --config {path}\n")
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    save_text(path, header + yaml.safe_dump(data, sort_keys=False))
     return path
