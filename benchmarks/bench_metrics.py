@@ -49,7 +49,7 @@ class ChannelsLast(nn.Module):
 
 
 def load_lite0() -> tuple[nn.Module, callable]:
-    from inputiba.cli.evaluate import resolve_model
+    from inputiba.metrics.evaluate import resolve_model
 
     return resolve_model("efficientnet-lite0")
 

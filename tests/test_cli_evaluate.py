@@ -192,3 +192,47 @@ def test_evaluate_builtin_quokka_without_model(tmp_path):
 def test_evaluate_bad_folder(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope"), "--builtin"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_python_evaluate_maps_matches_the_cli_and_takes_items(tmp_path, tiny_model):
+    """The library function does what the command does, in one call, also on in-memory items
+    and a model object (no CLI involved)."""
+    import importlib
+
+    from inputiba.data.maps import EvalItem
+    from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps
+
+    images, maps = _write_set(tmp_path)
+    argv = ["evaluate", str(maps), "--images", str(images), "--model", tiny_model, "--out",
+            str(tmp_path / "cli"), "--min-probability", "0", "--target", "1", "--step", "0.1",
+            "--quiet", "--no-plots"]
+    assert main(argv) == 0
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    settings = EvaluationSettings(step=0.1, min_probability=0, plots=False, progress=False)
+    res = evaluate_maps(maps, tmp_path / "py", images=images, model=tiny_model, target=1,
+                        settings=settings)
+    assert res.ok and res.summary["metrics"] == cli["metrics"]
+    assert json.loads((tmp_path / "py" / "summary.json").read_text()) == res.summary
+
+    net = importlib.import_module(tiny_model.split(":")[0]).make().eval()
+    pixels = {s: np.asarray(Image.open(images / f"{s}.png").convert("RGB")) for s in "ab"}
+    box = np.array([[3, 2, 12, 8]], np.float32)
+    items = [EvalItem("a", pixels["a"], boxes=box), EvalItem("b", pixels["b"])]
+    from inputiba.models.image import Preprocess
+
+    res2 = evaluate_maps(maps, None, items=items, model=(net, Preprocess()), target=1,
+                         settings=settings)
+    assert [r["name"] for r in res2.records] == ["a", "b"] and res2.out is None
+    assert res2.summary["metrics"]["ehr"]["mean"] == pytest.approx(1.0)
+    assert res2.summary["metrics"]["deletion_auc"]["n"] == 2
+
+
+def test_evaluation_settings_are_checked():
+    from inputiba.errors import ConfigError
+    from inputiba.metrics.evaluate import EvaluationSettings
+
+    with pytest.raises(ConfigError, match="unknown metrics"):
+        EvaluationSettings(metrics=["deletion", "auc"])
+    with pytest.raises(ConfigError, match="whole number of pixels"):
+        EvaluationSettings(step=2.5)
+    assert EvaluationSettings(step=10.0).step == 10

@@ -89,9 +89,11 @@ def test_comparison_table_marks_the_best_per_direction():
     }
     table = comparison_table(s, {"a": 1.5})
     rows = table.strip().splitlines()
-    assert rows[0].startswith("| method | Deletion AUC") and len(rows) == 4
-    assert "| a | **0.100 ± 0.010** | 0.500 ± 0.100 | 2 | 1.50 |" in rows
-    assert "| b | 0.200 ± 0.020 | **0.700** (n=1) | 2 | n/a |" in rows
+    assert rows[0].startswith("| method | Deletion AUC (lower better), n=2 |")
+    assert "| a | **0.100 ± 0.010** | 0.500 ± 0.100 | 1.50 |" in rows
+    assert "| b | 0.200 ± 0.020 | **0.700** (n=1) | n/a |" in rows
+    # two images per column: the table says the spreads are not reliable
+    assert "Fewer than 10 images for Deletion AUC, Insertion AUC" in table
 
 
 def test_grid_and_report(tmp_path, items):
@@ -114,16 +116,44 @@ def test_cli_compare_end_to_end_on_the_builtin_set(tmp_path):
 
     out = tmp_path / "cmp"
     argv = ["compare", "--methods", "gradcam", "random", "--out", str(out), "--step", "0.05",
-            "--metrics", "deletion", "insertion", "pointing", "mass", "--quiet",
-            "--min-probability", "0.5"]
+            "--quiet"]
     assert main(argv) == 0
     table = (out / "comparison.md").read_text()
     assert "| gradcam |" in table and "| random |" in table
     summ = {m: json.loads((out / "eval" / m / "summary.json").read_text()) for m in
             ("gradcam", "random")}
-    # the bus photo (the only confident one): Grad-CAM's mass in the boxes beats noise
-    assert (summ["gradcam"]["metrics"]["mass_in_box"]["mean"]
-            > summ["random"]["metrics"]["mass_in_box"]["mean"])
+    # the defaults: every built-in photo for deletion/insertion (the model's class), the
+    # photos with boxes of that class for the box metrics; sensitivity-N is opt-in
+    metrics = summ["gradcam"]["metrics"]
+    assert metrics["deletion_auc"]["n"] == metrics["insertion_auc"]["n"] == 14
+    assert 3 <= metrics["mass_in_box"]["n"] <= 5 and "sensitivity_n" not in metrics
+    assert "Deletion AUC (lower better), n=14" in table
+    # Grad-CAM's mass in the boxes beats noise's
+    assert metrics["mass_in_box"]["mean"] > summ["random"]["metrics"]["mass_in_box"]["mean"]
     stamp = (out / "maps" / "gradcam" / "2011_000025.npy").stat().st_mtime_ns
     assert main(argv) == 0  # resumed: nothing recomputed
     assert (out / "maps" / "gradcam" / "2011_000025.npy").stat().st_mtime_ns == stamp
+
+
+def test_compare_methods_in_one_python_call(tmp_path, items):
+    """The whole comparison without the CLI: in-memory items and a model object."""
+    from inputiba.metrics.evaluate import EvaluationSettings
+    from inputiba.workflows.compare import CompareSettings, compare_methods
+
+    for it in items:
+        it.boxes = np.array([[2, 2, 20, 15]], np.float32)
+    settings = CompareSettings(
+        methods=["gradcam", "random"], gradcam_layer="conv", progress=False,
+        evaluation=EvaluationSettings(step=0.25, min_probability=0, plots=False, progress=False),
+    )
+    res = compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep), settings=settings)
+    assert set(res.summaries) == {"gradcam", "random"} and set(res.targets) == {"img0", "img1",
+                                                                                 "img2"}
+    for summary in res.summaries.values():
+        assert summary["metrics"]["deletion_auc"]["n"] == 3
+        assert summary["metrics"]["mass_in_box"]["n"] == 3
+    assert (tmp_path / "comparison.md").read_text().endswith(res.table.split("\n\n", 1)[1])
+    assert (tmp_path / "report.html").exists() and (tmp_path / "grid.png").exists()
+    with pytest.raises(ValueError, match="unknown method"):
+        compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep),
+                        settings=CompareSettings(methods=["gradcm"]))

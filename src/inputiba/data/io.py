@@ -38,6 +38,7 @@ __all__ = [
     "save_json",
     "save_text",
     "save_image",
+    "json_safe",
 ]
 
 #: File name endings read as images when a folder is expanded (case-insensitive).
@@ -307,3 +308,8 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with only JSON types: paths and numpy/torch values converted, NaN/inf as None."""
+    return _json_safe(obj)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from inputiba.core.layers import frozen_eval, get_layer, layer_output, replace_output
-from inputiba.methods.image import (
+from inputiba.methods.base import (
     _model_device,
     _seeded,
     model_logits,

@@ -33,6 +33,7 @@ from inputiba.metrics.functional import (
     SensitivityNResult,
     filter_by_probability,
 )
+from inputiba.metrics.functional.localization import _map2d
 
 __all__ = [
     "functional",
@@ -269,7 +270,7 @@ class _BoxMetric(Metric):
                 out.append(None)
                 continue
             try:
-                reason = self._check(functional._map2d(m), r)
+                reason = self._check(_map2d(m), r)
                 if reason:
                     self._skip(name, reason)
                     out.append(None)

@@ -1,29 +1,29 @@
 """Compare attribution methods on one model and dataset with the evaluation suite.
 
-For each method, every image gets a map (saved as float ``.npy`` at the image's original size,
-the format ``inputiba evaluate`` reads), the maps are scored by :mod:`inputiba.cli.evaluate`,
-and the summaries are gathered into a Markdown table and an HTML report with a figure grid::
+:func:`compare_methods` gives every image a map per method (saved as float ``.npy`` at the
+image's original size, the format :func:`inputiba.metrics.evaluate.evaluate_maps` reads), scores
+the maps, and gathers the summaries into a Markdown table and an HTML report with a figure grid::
 
     OUT/targets.json                 the class explained per image (shared by all methods)
     OUT/maps/<method>/<stem>.npy     (H, W) float32 maps in [0, 1]
     OUT/maps/<method>/timing.json    seconds per image
     OUT/eval/<method>/summary.json   the evaluation (plus per_image/, curves/)
-    OUT/comparison.md                mean +- std per metric and method
+    OUT/comparison.md                mean ± std per metric and method, n per metric
     OUT/grid.png, OUT/report.html    images x methods, and the table
 
-Resumable: a map that exists is never recomputed, and a method's evaluation is rerun only when
-one of its maps is newer than its ``summary.json`` (or when asked to).
+The defaults compare on every built-in photo (14): deletion and insertion on all of them with
+the model's class, the box metrics on the five with boxes (the box class the model rates
+highest). Resumable: a map that exists is never recomputed, and a method's evaluation is rerun
+only when one of its maps is newer than its ``summary.json`` (or when asked to).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
+import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from html import escape
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from inputiba.methods.image import Explainer, get_explainer, normalize_map
+from inputiba.data.io import save_json, save_npy, save_text
+from inputiba.data.maps import EvalItem, builtin_items
+from inputiba.errors import ConfigError
+from inputiba.methods import available_explainers, get_explainer
+from inputiba.methods.base import Explainer, normalize_map
+from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps, resolve_model
+from inputiba.report.compare import METRICS, comparison_table, figure_grid, write_report
 
 __all__ = [
     "CompareItem",
+    "CompareSettings",
+    "ComparisonResult",
     "METRICS",
+    "compare_methods",
     "choose_targets",
     "compute_maps",
     "evaluate_method",
@@ -47,31 +56,62 @@ __all__ = [
     "build_explainer_factory",
 ]
 
-#: (summary key, column title, higher is better)
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("deletion_auc", "Deletion AUC (lower better)", False),
-    ("insertion_auc", "Insertion AUC (higher better)", True),
-    ("sensitivity_n", "Sensitivity-N (higher better)", True),
-    ("ehr", "EHR (higher better)", True),
-    ("mass_in_box", "Mass in box (higher better)", True),
-    ("hit", "Pointing game (higher better)", True),
-)
+#: An image of the comparison (the evaluation's item: name, pixels, box classes, target, boxes).
+CompareItem = EvalItem
+
+
+def _compare_evaluation() -> EvaluationSettings:
+    # every image with the model's class: the comparison ranks methods on the same images, so
+    # the paper's 0.6 probability filter (which keeps 1 of the 14 built-in photos) is off
+    return EvaluationSettings(min_probability=0.0, progress=False)
 
 
 @dataclass
-class CompareItem:
-    """One image of the comparison: name (file stem), (H, W, 3) uint8 image, and the class."""
+class CompareSettings:
+    """How :func:`compare_methods` runs.
 
-    name: str
-    image: np.ndarray
-    class_ids: list[tuple[int, ...]] | None = None
-    target: int | None = None
+    Attributes:
+        methods: registry names (:func:`inputiba.methods.available_explainers`).
+        layer: InputIBA/IBA bottleneck layer (default: the model's).
+        gradcam_layer: Grad-CAM's layer (default: the last spatial one).
+        preset: InputIBA preset; ``inputiba_options`` override single settings.
+        statistics: a :class:`~inputiba.core.statistics.LayerStatistics` file for ``layer``;
+            default: estimated once from ``estimation_samples`` built-in stand-in crops and
+            cached in the output folder.
+        seed: seed of every stochastic method.
+        ep_steps, ig_steps: Extremal Perturbation's and Integrated Gradients' steps.
+        batch_size: images per attribution batch.
+        evaluation: how the maps are scored (min_probability 0 by default: every image).
+        re_evaluate: rerun the evaluation even when no map changed.
+    """
+
+    methods: Sequence[str] = field(default_factory=lambda: tuple(available_explainers()))
+    layer: str | None = None
+    gradcam_layer: str | None = None
+    preset: str = "fast"
+    inputiba_options: dict[str, Any] = field(default_factory=dict)
+    statistics: str | Path | None = None
+    estimation_samples: int = 200
+    seed: int = 0
+    ep_steps: int = 150
+    ig_steps: int = 50
+    batch_size: int = 4
+    evaluation: EvaluationSettings = field(default_factory=_compare_evaluation)
+    device: str = "cpu"
+    progress: bool = True
+    re_evaluate: bool = False
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+@dataclass
+class ComparisonResult:
+    """``table`` (Markdown, as ``comparison.md``), each method's evaluation summary, mean
+    seconds per image, the images and targets used, and the output folder."""
+
+    table: str
+    summaries: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    targets: dict[str, int]
+    out: Path
 
 
 def choose_targets(
@@ -103,7 +143,7 @@ def choose_targets(
                 target, source = int(probs.argmax()), "prediction"
         known[it.name] = {"target": target, "probability": probs[target].item(), "source": source}
     if todo:
-        _write_json(path, known)
+        save_json(path, known)
     return known
 
 
@@ -151,164 +191,198 @@ def compute_maps(
             full = F.interpolate(m[None].float().cpu(), size=(h, w), mode="bilinear",
                                  align_corners=False)[0].clamp(min=0)
             full = normalize_map(full)[0]  # resizing may lower the peak: back to max 1
-            tmp = out / f"{it.name}.tmp.npy"
-            np.save(tmp, full.numpy().astype(np.float32))
-            tmp.replace(out / f"{it.name}.npy")
+            save_npy(out / f"{it.name}.npy", full.numpy().astype(np.float32))
             timing[it.name] = seconds
-        _write_json(timing_path, timing)
+        save_json(timing_path, timing)
     return timing
 
 
 def evaluate_method(
-    maps_dir: Path, out: Path, dataset_args: Sequence[str], eval_args: Sequence[str],
-    force: bool = False, announce: Any = None,
+    maps_dir: Path,
+    out: Path,
+    items: Sequence[EvalItem],
+    model: tuple[nn.Module, Callable[[Any], torch.Tensor]],
+    targets: dict[str, int],
+    settings: EvaluationSettings,
+    force: bool = False,
+    announce: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Score a method's maps with ``inputiba evaluate`` (same parser, same defaults).
+    """Score a method's maps with :func:`~inputiba.metrics.evaluate.evaluate_maps`.
 
     Skipped when ``out/summary.json`` is newer than every map (unless ``force``); otherwise
-    ``announce()`` (if given) is called first.
+    ``announce()`` (if given) is called first. Returns the summary.
     """
-    from inputiba.cli import evaluate as evaluate_cli
-
     summary = out / "summary.json"
     newest = max((p.stat().st_mtime for p in maps_dir.glob("*.npy")), default=0.0)
     if not force and summary.exists() and summary.stat().st_mtime >= newest:
-        return json.loads(summary.read_text())
+        return json.loads(summary.read_text(encoding="utf-8"))
     if announce is not None:
         announce()
-    parser = argparse.ArgumentParser(prog="inputiba")
-    evaluate_cli.register(parser.add_subparsers())
-    args = parser.parse_args(
-        ["evaluate", str(maps_dir), "--out", str(out), *dataset_args, *eval_args]
-    )
-    args.func(args)
-    return json.loads(summary.read_text())
+    res = evaluate_maps(maps_dir, out, items=items, model=model, targets=targets,
+                        settings=settings)
+    return res.summary
 
 
-def _fmt(stat: dict[str, Any] | None) -> str:
-    if not stat or stat.get("mean") is None or not stat.get("n"):
-        return "n/a"
-    std = stat.get("std")
-    std_s = "" if std is None or (isinstance(std, float) and math.isnan(std)) else f" ± {std:.3f}"
-    return f"{stat['mean']:.3f}{std_s}"
+def _statistics_loader(
+    model: nn.Module, preprocess: Any, layer: str, out: Path, s: CompareSettings, model_name: str
+) -> Callable[[], Any]:
+    """``() -> LayerStatistics``: the given file, else estimated once and cached in ``out``."""
+    cache: dict[str, Any] = {}
+
+    def load() -> Any:
+        from inputiba.core.statistics import LayerStatistics, estimate_layer_statistics
+        from inputiba.data.assets import standin_estimation_images
+
+        if "stats" not in cache:
+            path = Path(s.statistics) if s.statistics else out / f"statistics_{layer}.pt"
+            if path.exists():
+                cache["stats"] = LayerStatistics.load(path)
+                return cache["stats"]
+            images = standin_estimation_images(n=s.estimation_samples, seed=0)
+            batches = [torch.stack([preprocess(im) for im in images[i : i + 16]]).to(s.device)
+                       for i in range(0, len(images), 16)]
+            print(f"inputiba compare: estimating {layer} statistics from {len(images)} built-in "
+                  "stand-in crops (pass statistics= / --statistics for a real estimation set)",
+                  file=sys.stderr)
+            stats = estimate_layer_statistics(model, layer, batches, n_samples=None,
+                                              progress=s.progress)
+            stats.save(path, model=model_name, layer=layer, source="standin")
+            cache["stats"] = stats
+        return cache["stats"]
+
+    return load
 
 
-def comparison_table(
-    summaries: dict[str, dict[str, Any]], seconds: dict[str, float] | None = None
-) -> str:
-    """Markdown table: one row per method, mean ± std per metric (best in bold; ``(n=k)`` where
-    a metric scored fewer images than the row's most), images, and seconds per image."""
-    cols = [m for m in METRICS if any(m[0] in s.get("metrics", {}) for s in summaries.values())]
-    best: dict[str, float] = {}
-    for key, _title, higher in cols:
-        vals = [
-            s["metrics"][key]["mean"] for s in summaries.values()
-            if s.get("metrics", {}).get(key, {}).get("mean") is not None
-        ]
-        if vals:
-            best[key] = max(vals) if higher else min(vals)
-    head = ["method", *[title for _k, title, _h in cols], "images", "s / image"]
-    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
-    for method, s in summaries.items():
-        row = [method]
-        n = max((v.get("n", 0) for v in s.get("metrics", {}).values() if isinstance(v, dict)),
-                default=0)
-        for key, _title, _h in cols:
-            stat = s.get("metrics", {}).get(key)
-            cell = _fmt(stat)
-            if stat and stat.get("mean") is not None and stat["mean"] == best.get(key):
-                cell = f"**{cell}**"
-            if stat and stat.get("n") and stat["n"] < n:
-                cell += f" (n={stat['n']})"  # e.g. EHR skips images with large boxes
-            row.append(cell)
-        row.append(str(n))
-        sec = (seconds or {}).get(method)
-        row.append("n/a" if sec is None else f"{sec:.2f}")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+def _imagenet_items(root: str | Path, split: str, limit: int) -> list[EvalItem]:
+    from inputiba.data.datasets import ImageNetBoxFolder
+
+    ds = ImageNetBoxFolder(root, split)
+    out = []
+    for i, (path, _wnid) in enumerate(ds.items[: limit or None]):
+        s = ds[i]
+        out.append(EvalItem(Path(path).stem, s.image, s.class_ids, ds.target(i), s.boxes))
+    return out
 
 
-def figure_grid(
-    items: Sequence[CompareItem], methods: Sequence[str], maps_root: Path, path: Path,
-    max_images: int = 8,
-) -> None:
-    """PNG grid: one row per image (the photo, then each method's map over it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [it for it in items if (maps_root / methods[0] / f"{it.name}.npy").exists()
-            or any((maps_root / m / f"{it.name}.npy").exists() for m in methods)][:max_images]
-    if not rows:
-        return
-    ncol = len(methods) + 1
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.2 * len(rows)),
-                             squeeze=False)
-    for r, it in enumerate(rows):
-        axes[r, 0].imshow(it.image)
-        axes[r, 0].set_ylabel(it.name, fontsize=7)
-        if r == 0:
-            axes[r, 0].set_title("image", fontsize=8)
-        for c, method in enumerate(methods, start=1):
-            ax = axes[r, c]
-            f = maps_root / method / f"{it.name}.npy"
-            if f.exists():
-                ax.imshow(it.image, alpha=0.35)
-                ax.imshow(np.load(f), cmap="inferno", vmin=0, vmax=1, alpha=0.75)
-            if r == 0:
-                ax.set_title(method, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+def _targets_above(
+    model: nn.Module, preprocess: Any, items: Sequence[EvalItem], out: Path, s: CompareSettings
+) -> tuple[dict[str, int], list[str]]:
+    """The targets of the images that reach the probability filter, and the names left out."""
+    chosen = choose_targets(model, preprocess, items, out / "targets.json", s.device)
+    min_p = s.evaluation.min_probability
+    names = {it.name for it in items}
+    targets = {k: v["target"] for k, v in chosen.items()
+               if k in names and v["probability"] >= min_p}
+    skipped = sorted(names - set(targets))
+    if skipped and s.progress:
+        print(f"inputiba compare: skipping {', '.join(skipped)} (target probability below "
+              f"{min_p})", file=sys.stderr)
+    if not targets:
+        raise ConfigError(f"no image reaches min_probability {min_p}; lower it to compare")
+    save_json(out / "targets_used.json", targets)
+    return targets, skipped
 
 
-def _md_to_html_table(md: str) -> str:
-    lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head, body = rows[0], rows[2:]
+def compare_methods(
+    out: str | Path = "compare",
+    *,
+    items: Sequence[EvalItem] | None = None,
+    imagenet: str | Path | None = None,
+    split: str = "val",
+    limit: int = 0,
+    model: str | tuple[nn.Module, Callable[[Any], torch.Tensor]] = "efficientnet-lite0",
+    weights: str | None = None,
+    settings: CompareSettings | None = None,
+) -> ComparisonResult:
+    """Explain every image with each method, score the maps, and write the table and report.
 
-    def cell(c: str, tag: str) -> str:
-        bold = c.startswith("**") and c.endswith("**")
-        text = escape(c.strip("*"))
-        return f"<{tag}>{'<b>' + text + '</b>' if bold else text}</{tag}>"
+    Args:
+        out: output folder (layout in the module docstring).
+        items: the images (:class:`EvalItem`); default every built-in photo, or the first
+            ``limit`` of an ImageNet-style root ``imagenet`` (``images/<split>/<wnid>/``,
+            ``annotations/<split>/<wnid>/*.xml``).
+        model: a name for :func:`inputiba.models.load_model` (with ``weights``) or
+            ``(model, preprocess)``.
+        settings: :class:`CompareSettings`.
 
-    out = ["<table>", "<tr>" + "".join(cell(c, "th") for c in head) + "</tr>"]
-    out += ["<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in body]
-    out.append("</table>")
-    return "\n".join(out)
+    Returns:
+        :class:`ComparisonResult`.
 
+    Raises:
+        ConfigError: unknown method, no layer for InputIBA/IBA, or no image left to compare.
 
-def write_report(
-    out: Path, table_md: str, methods: Sequence[str], settings: dict[str, Any]
-) -> None:
-    """``report.html``: settings, the table, the figure grid and each method's mean curves."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>inputiba compare</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-        "<h1>Attribution methods compared</h1>",
-        "<pre>" + escape(json.dumps(settings, indent=1)) + "</pre>",
-        _md_to_html_table(table_md),
-    ]
-    if (out / "grid.png").exists():
-        parts.append("<h2>Maps</h2><img src='grid.png' alt='images by methods'>")
-    curves = [m for m in methods if (out / "eval" / m / "curves.png").exists()]
-    if curves:
-        parts.append("<h2>Mean deletion and insertion curves</h2>")
-        parts += [
-            f"<figure style='display:inline-block;width:32%'><img src='eval/{escape(m)}/curves.png'>"
-            f"<figcaption>{escape(m)}</figcaption></figure>"
-            for m in curves
-        ]
-    parts.append("</body></html>")
-    (out / "report.html").write_text("\n".join(parts))
+    Example:
+        >>> res = compare_methods("cmp/", settings=CompareSettings(methods=["gradcam", "random"]))
+        ... # doctest: +SKIP
+        >>> print(res.table)                                            # doctest: +SKIP
+    """
+    from inputiba.models.image import default_layer
+
+    s = settings or CompareSettings()
+    known = available_explainers()
+    methods = list(dict.fromkeys(m.replace("-", "_").lower() for m in s.methods))
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    model_name = model if isinstance(model, str) else type(model[0]).__name__
+    net, preprocess = model if isinstance(model, tuple) else resolve_model(model, weights)
+    net = net.to(s.device)
+    layer = s.layer or (default_layer(model) if isinstance(model, str) else None)
+    if layer is None and any(m in ("inputiba", "iba") for m in methods):
+        raise ConfigError(f"no default bottleneck layer for {model_name!r}: give layer=")
+    source = "items" if items is not None else (str(imagenet) if imagenet else "builtin")
+    if items is None:
+        items = _imagenet_items(imagenet, split, limit) if imagenet else builtin_items()[
+            : limit or None]
+    if not items:
+        raise ConfigError("no images to compare on")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    targets, skipped = _targets_above(net, preprocess, items, out, s)
+    options: dict[str, dict[str, Any]] = {
+        "inputiba": {**s.inputiba_options, "preset": s.preset, "seed": s.seed},
+        "iba": {"seed": s.seed},
+        "extremal_perturbation": {"steps": s.ep_steps},
+        "integrated_gradients": {"n_steps": s.ig_steps},
+        "deepshap": {"seed": s.seed},
+        "random": {"seed": s.seed},
+    }
+    stats = _statistics_loader(net, preprocess, layer, out, s, model_name) if layer else None
+    seconds: dict[str, float] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        factory = build_explainer_factory(method, net, layer=layer,
+                                          gradcam_layer=s.gradcam_layer, statistics=stats,
+                                          options=options)
+        timing = compute_maps(factory, method, net, preprocess, items, targets,
+                              out / "maps" / method, batch_size=s.batch_size, device=s.device,
+                              progress=s.progress)
+        used = [timing[k] for k in targets if k in timing]
+        if used:
+            seconds[method] = float(np.mean(used))
+
+        def announce(method: str = method) -> None:
+            if s.progress:
+                print(f"inputiba compare: evaluating {method}", file=sys.stderr)
+
+        summaries[method] = evaluate_method(
+            out / "maps" / method, out / "eval" / method, items, (net, preprocess), targets,
+            s.evaluation, force=s.re_evaluate, announce=announce)
+    table = comparison_table(summaries, seconds)
+    report_settings = {
+        "model": model_name, "layer": layer, "preset": s.preset, "methods": methods,
+        "images": sorted(targets), "skipped_low_probability": skipped,
+        "evaluation": {k: v for k, v in vars(s.evaluation).items()
+                       if k not in ("progress", "plots")},
+        "extremal_perturbation_steps": s.ep_steps, "ig_steps": s.ig_steps, "seed": s.seed,
+        "dataset": source,
+    }
+    header = (f"Model {model_name}, {len(targets)} images, bottleneck layer {layer}, InputIBA "
+              f"preset {s.preset}. Mean ± std over images; best in bold.\n\n")
+    save_text(out / "comparison.md", header + table)
+    figure_grid(items, methods, out / "maps", out / "grid.png")
+    write_report(out, table, methods, report_settings)
+    return ComparisonResult(header + table, summaries, seconds, targets, out)
 
 
 def build_explainer_factory(
