@@ -10,7 +10,8 @@ rendered on some page, and reads as plain code otherwise (a name outside the pac
 
 Module and class attributes are documented the Sphinx way too, by ``#:`` comment lines just
 above the assignment; griffe reads only string docstrings, so those comments become the
-attribute's docstring here.
+attribute's docstring here. And a section headed ``Example:`` (which the Google style parser
+takes for an admonition, leaving its ``>>>`` lines as prose) is read as ``Examples:``.
 
 Loaded by mkdocs.yml (``extensions: [docs/griffe_roles.py]``); used only by the site build.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import griffe
 
+_EXAMPLE_HEADER = re.compile(r"^(\s*)Example:[ \t]*$", flags=re.MULTILINE)
 _ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|exc|obj|const|py:\w+):`(~?)([\w.]+)(\(\))?`")
 
 
@@ -84,5 +86,6 @@ class SphinxRoles(griffe.Extension):
                 if text:
                     obj.docstring = griffe.Docstring(text, lineno=obj.lineno, parent=obj)
             if obj.docstring is not None and ":" in obj.docstring.value:
-                obj.docstring.value = _rewrite(obj, obj.docstring.value)
+                text = _EXAMPLE_HEADER.sub(r"\1Examples:", obj.docstring.value)
+                obj.docstring.value = _rewrite(obj, text)
             stack.extend(m for m in obj.members.values() if not m.is_alias)
