@@ -325,3 +325,13 @@ def test_explain_func_follows_a_changed_model(digits, name):
     after = explainer.explain_func(other, x.numpy(), y.numpy())
     assert not np.allclose(before, after)
     assert np.allclose(explainer.explain_func(model, x.numpy(), y.numpy()), before, atol=1e-6)
+
+
+def test_every_image_method_and_the_inputiba_classes_follow_the_one_protocol():
+    from inputiba import InputIBA
+    from inputiba.methods import EXPLAINERS, available_explainers
+
+    assert available_explainers() == list(EXPLAINERS)
+    for cls in (*EXPLAINERS.values(), InputIBA):
+        for attr in ("attribute", "explain_func", "with_model"):
+            assert callable(getattr(cls, attr, None)), (cls.__name__, attr)

@@ -102,3 +102,30 @@ def test_errors(batch):
         explainer.attribute(ids, token_mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="expected"):
         get_text_explainer("ig", model, "head").attribute(ids)
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "lime"])
+def test_text_methods_follow_the_one_protocol(batch, name):
+    """The registry builds text methods like image ones; each has attribute, explain_func and
+    with_model, and explain_func on another model explains that model."""
+    import numpy as np
+
+    from inputiba.methods import AttributionMethod, available_explainers, get_explainer
+
+    model, ids, mask = batch
+    assert name in available_explainers("text")
+    explainer = get_explainer(name, model, "embedding", modality="text", seed=0)
+    assert isinstance(explainer, AttributionMethod)
+    maps = explainer.explain_func(model, ids.numpy(), np.array([1, 1]), attention_mask=mask)
+    assert isinstance(maps, np.ndarray) and maps.shape == ids.shape
+    assert np.array_equal(maps.argmax(1), [1, 3])
+    flipped = KeywordModel()
+    with torch.no_grad():
+        flipped.head.weight.neg_()  # the keyword now speaks for class 0
+    other = explainer.explain_func(flipped, ids, [0, 0], attention_mask=mask)
+    assert np.array_equal(other.argmax(1), [1, 3])
+    raw = explainer.with_model(flipped).attribute(ids, 1, attention_mask=mask, return_raw=True)
+    assert (raw.raw[[0, 1], [1, 3]] < 0).all()  # for class 1 the keyword now counts against
+    assert explainer.model is model
+    with pytest.raises(ValueError, match="modality"):
+        get_explainer(name, model, "embedding", modality="audio")

@@ -24,11 +24,13 @@ removes them) and get zero in the map.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -123,6 +125,24 @@ class TextExplainer:
         if return_raw:
             return TextAttribution(m.detach(), raw.detach(), targets, mask.bool())
         return m.detach()
+
+    def with_model(self, model: nn.Module) -> TextExplainer:
+        """The same method and settings on another model with the same embedding layer name."""
+        new = copy.copy(self)
+        new.model = model
+        new.embedding = get_layer(model, self.embedding_layer)
+        return new
+
+    def explain_func(
+        self, model: nn.Module | None, inputs: Any, targets: Any, **forward_kwargs: Any
+    ) -> np.ndarray:
+        """``explain_func(model, input_ids, targets) -> (B, L)`` numpy token maps (the metric
+        libraries' signature); another ``model`` is explained through :meth:`with_model`."""
+        explainer = self if model is None or model is self.model else self.with_model(model)
+        ids = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor)
+                              else inputs).long()
+        t = None if targets is None else torch.as_tensor(np.asarray(targets)).long().view(-1)
+        return explainer.attribute(ids, t, **forward_kwargs).cpu().numpy()  # type: ignore[union-attr]
 
     def raw_attribute(
         self,
