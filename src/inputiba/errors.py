@@ -20,6 +20,9 @@ __all__ = [
     "LayerNotFoundError",
     "ImageReadError",
     "ExplainError",
+    "WeightsError",
+    "ImageSizeError",
+    "TextInputError",
     "NoRegionError",
     "InputIBAWarning",
 ]
@@ -55,6 +58,19 @@ class ImageReadError(InputIBAError, ValueError):
 class ExplainError(InputIBAError, ValueError):
     """A problem with a run as a whole (model, weights, layer, target, estimation source,
     output folder), found before any work is done."""
+
+
+class WeightsError(ExplainError):
+    """A weights file that is not one (foreign or damaged file, pickled objects) or does not
+    fit the model; the message names the file."""
+
+
+class ImageSizeError(InputIBAError, ValueError):
+    """An image too small for the model (the message names the smallest size it can take)."""
+
+
+class TextInputError(InputIBAError, ValueError):
+    """A text that cannot be explained (empty, or nothing left after tokenisation)."""
 
 
 class NoRegionError(InputIBAError, ValueError):

@@ -65,6 +65,7 @@ from inputiba.workflows.explain import (
     _one_line,
     _prepare,
     resolve_model,
+    run_seed,
 )
 
 __all__ = [
@@ -317,7 +318,7 @@ def explain_dataset(
     options: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
     layout: str = "flat",
     precision: str = "fp32",
@@ -343,7 +344,8 @@ def explain_dataset(
         batch_size: images explained together per process.
         device: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:<local rank>``); default CUDA
             when available.
-        seed: item ``i`` of the full listing uses seed ``seed + i``.
+        seed: item ``i`` of the full listing uses seed ``seed + i`` (default:
+            ``options["seed"]`` when given, else 0).
         out_dir: the output folder (see the module docstring for its files).
         layout: ``"flat"`` (outputs ``<out>/<class>__<stem>.npy``...) or ``"class"``
             (``<out>/<class>/<stem>.npy``...).
@@ -381,12 +383,14 @@ def explain_dataset(
     if not items:
         raise ExplainError("The dataset has no items")
 
+    options = dict(options or {})
+    seed = run_seed(seed, options)
     ctx = DistributedContext.from_environment(device)
     try:
         return _run(ctx, items, dataset_label, t_start, model=model, weights=weights,
                     layer=layer, targets=targets, estimation=estimation, statistics=statistics,
                     estimation_samples=estimation_samples, preset=preset,
-                    options=dict(options or {}), batch_size=batch_size, device=device,
+                    options=options, batch_size=batch_size, device=device,
                     seed=seed, out=Path(out_dir), layout=layout, precision=precision,
                     channels_last=channels_last, gallery=gallery and gallery_limit != 0,
                     gallery_limit=gallery_limit, preprocess=preprocess,

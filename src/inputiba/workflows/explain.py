@@ -69,6 +69,7 @@ from inputiba.report.visualize import save_overlay
 
 __all__ = [
     "explain_images",
+    "run_seed",
     "ExplainError",
     "InputIBAWarning",
     "ResolvedModel",
@@ -155,6 +156,22 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         _load_weights(model, path)
     except (ValueError, OSError) as exc:
         raise ExplainError(str(exc)) from None
+
+
+def run_seed(seed: int | None, options: dict[str, Any]) -> int:
+    """The run's seed: ``seed``, else ``options["seed"]`` (removed from ``options``), else 0.
+
+    Raises:
+        ExplainError: both given with different values, or a seed that is not an integer.
+    """
+    if "seed" in options:
+        inner = options.pop("seed")
+        if isinstance(inner, bool) or not isinstance(inner, int):
+            raise ExplainError(f"seed must be an integer, got {inner!r}")
+        if seed is not None and seed != inner:
+            raise ExplainError(f"seed={seed} and options seed={inner} disagree; give one")
+        return inner
+    return 0 if seed is None else int(seed)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -574,7 +591,7 @@ def explain_images(
     options: Mapping[str, Any] | None = None,
     batch_size: int = 2,
     device: str | torch.device | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
     estimation_samples: int | None = None,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
@@ -606,7 +623,8 @@ def explain_images(
             memory grows with it: about 2.5 GB per image for EfficientNet-Lite0 at 224 px
             with the ``fast`` preset, mostly the WGAN's generator batch).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        seed: seeds torch and the stand-in estimation set.
+        seed: seeds torch and the stand-in estimation set; image ``i`` of the run uses
+            ``seed + i``. Default: ``options["seed"]`` when given, else 0.
         out_dir: the output folder (created; files of other images already there are kept, and
             ``results.json`` / ``index.html`` list them too).
         estimation_samples: at most this many estimation samples (default: all images of the
@@ -675,6 +693,8 @@ def explain_images(
                   file=sys.stderr)
         return done
 
+    opts = dict(options or {})
+    seed = run_seed(seed, opts)
     device = str(device or _default_device())
     try:
         torch.device(device)
@@ -709,7 +729,6 @@ def explain_images(
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
     resolved_targets = [resolve_target(t, rm.class_names, rm.num_classes) for t in targets_in]
-    opts = dict(options or {})
     stats_info = None
     if method == "inputiba":
         explainer = _make_explainer(rm, layer, preset, opts, progress)

@@ -1,0 +1,145 @@
+"""Bad inputs and faults: each is found before work starts, or recorded, never silently wrong.
+
+The runs use the tiny CNN of ``tests/_tiny_model.py`` at reduced InputIBA steps on crops of the
+real built-in photos, through the real entry point (:func:`inputiba.cli.main`) and the Python
+API. Every case here was a fault once: a setting ignored, a finished result marked failed by a
+later run, a raw traceback, a file renamed, half an image's outputs left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from inputiba.cli import main
+from inputiba.data.assets import builtin_photos
+from inputiba.errors import ExplainError, InputIBAError
+from inputiba.workflows.explain import explain_images
+
+TESTS = Path(__file__).resolve().parent
+TINY = f"{TESTS / '_tiny_model.py'}:factory"
+SMALL = {"feat_steps": 2, "feat_draws": 2, "gan_epochs": 1, "gan_dataset_size": 8,
+         "gan_subset_size": 4, "gan_batch_size": 8, "input_steps": 3, "input_draws": 2}
+REDUCED = [arg for k, v in SMALL.items() for arg in ("--set", f"{k}={v}")]
+TINY_ARGS = ["--model", TINY, "--layer", "3", "--estimation-samples", "16", "-q"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """A private statistics cache for this module's runs."""
+    path = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INPUTIBA_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A 96 x 128 crop of the built-in chelsea photo, as PNG."""
+    folder = tmp_path_factory.mktemp("photo")
+    img = builtin_photos(["chelsea"])["chelsea"]
+    path = folder / "chelsea.png"
+    Image.fromarray(img).resize((128, 96)).save(path)
+    return path
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    rc = main([*map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+def _error_line(err: str, *words: str) -> str:
+    """The single ``inputiba: error:`` line of ``err`` (no traceback), containing ``words``."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("inputiba: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# the seed
+
+
+def test_set_seed_is_the_run_seed(capsys, photo, tmp_path):
+    """``--set seed=7`` seeds the run like ``--seed 7`` (it was ignored: maps of seed 0)."""
+    maps = {}
+    for label, extra in {"set7": ["--set", "seed=7"], "flag7": ["--seed", "7"],
+                         "seed0": []}.items():
+        out = tmp_path / label
+        rc, err = _cli(capsys, "explain", photo, "-o", out, *TINY_ARGS, *REDUCED, *extra)
+        assert rc == 0, err
+        maps[label] = np.load(out / "chelsea.npy")
+        rec = json.loads((out / "results.json").read_text())[0]
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        want = 0 if label == "seed0" else 7
+        assert rec["settings"]["seed"] == want and cfg["seed"] == want
+        assert "seed" not in rec["settings"]["options"] and "seed" not in cfg["inputiba"]
+    np.testing.assert_array_equal(maps["set7"], maps["flag7"])
+    assert not np.array_equal(maps["set7"], maps["seed0"])
+
+
+def test_conflicting_seeds_are_refused(capsys, photo, tmp_path):
+    rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "o", *TINY_ARGS, "--seed", "3",
+                   "--set", "seed=7")
+    assert rc != 0
+    _error_line(err, "--seed 3", "seed=7")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ExplainError, match="disagree"):
+        explain_images([photo], model=TINY, layer="3", seed=3, options={"seed": 7},
+                       out_dir=tmp_path / "p", progress=False)
+
+
+def test_api_options_seed_is_the_run_seed(photo, tmp_path):
+    a = explain_images([photo], model=TINY, layer="3", estimation_samples=16,
+                       options={**SMALL, "seed": 5}, out_dir=tmp_path / "a", progress=False)
+    b = explain_images([photo], model=TINY, layer="3", estimation_samples=16, seed=5,
+                       options=SMALL, out_dir=tmp_path / "b", progress=False)
+    assert a[0]["settings"]["seed"] == b[0]["settings"]["seed"] == 5
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "chelsea.npy"),
+                                  np.load(tmp_path / "b" / "chelsea.npy"))
+
+
+def test_config_file_inputiba_seed_is_the_run_seed(tmp_path):
+    from inputiba.errors import RunConfigError
+    from inputiba.workflows.runconfig import parse_run_config
+
+    assert parse_run_config({"inputiba": {"seed": 7}}).seed == 7
+    with pytest.raises(RunConfigError, match="disagree"):
+        parse_run_config({"seed": 1, "inputiba": {"seed": 7}})
+
+
+# --------------------------------------------------------------------------------------------
+# weights
+
+
+@pytest.mark.parametrize("kind", ["bytes", "pickled-object", "numpy", "text"])
+def test_garbage_weights_one_clean_line(capsys, photo, tmp_path, kind):
+    path = tmp_path / f"{kind}.pth"
+    if kind == "bytes":
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+    elif kind == "pickled-object":
+        torch.save({"state": Path("x")}, path)  # a pickled class: refused by safe loading
+    elif kind == "numpy":
+        with open(path, "wb") as fh:
+            np.save(fh, np.zeros(3))
+    else:
+        path.write_text("weights\n" * 50)
+    rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "o", *TINY_ARGS,
+                   "--weights", path)
+    assert rc == 1
+    line = _error_line(err, str(path), "Cannot read weights file")
+    assert "weights_only" not in line and "torch.load" not in line
+    assert len(line) < 300
+    assert not (tmp_path / "o").exists()
