@@ -143,3 +143,66 @@ def test_garbage_weights_one_clean_line(capsys, photo, tmp_path, kind):
     assert "weights_only" not in line and "torch.load" not in line
     assert len(line) < 300
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# output folder and names
+
+
+@pytest.mark.parametrize("command", ["explain", "explain-dataset"])
+def test_unwritable_output_folder_is_found_before_work(capsys, photo, tmp_path, command,
+                                                      monkeypatch):
+    import inputiba.workflows.explain as wf
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(wf, "resolve_model", no_model)
+    monkeypatch.setattr("inputiba.workflows.dataset.resolve_model", no_model)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    source = photo if command == "explain" else photo.parent
+    for out, words in ((blocker, ["is a file"]), (blocker / "out", ["cannot be created"])):
+        rc, err = _cli(capsys, command, source, "-o", out, "--model", TINY, "--layer", "3",
+                       "-q")
+        assert rc == 1
+        _error_line(err, str(out), *words)
+
+
+def test_unicode_and_space_names_kept_in_outputs(capsys, photo, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["my cät 猫", "50% #1"]
+    for n in names:
+        (folder / f"{n}.png").write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    rc, err = _cli(capsys, "explain", folder, "-o", out, *TINY_ARGS, *REDUCED)
+    assert rc == 0, err
+    records = json.loads((out / "results.json").read_text())
+    assert sorted(r["name"] for r in records) == sorted(names)
+    for n in names:
+        for suffix in (".npy", ".png", ".feature.npy", ".gan.npy"):
+            assert (out / f"{n}{suffix}").is_file(), (n, suffix)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert 'href="50%25%20%231.png"' in html  # the overlay link survives '%' and '#'
+
+
+def test_later_failure_keeps_the_finished_record(capsys, photo, tmp_path):
+    """A rerun in which an image fails (here: its file got corrupted) leaves its earlier ok
+    record and files as they were (it used to turn the record into 'failed')."""
+    img = tmp_path / "cat.png"
+    img.write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    rc, err = _cli(capsys, "explain", img, "-o", out, *TINY_ARGS, *REDUCED)
+    assert rc == 0, err
+    first = json.loads((out / "results.json").read_text())
+    saved = np.load(out / "cat.npy")
+    img.write_bytes(b"not a png any more")
+    rc, err = _cli(capsys, "explain", img, "-o", out, *TINY_ARGS, *REDUCED)
+    assert rc == 1 and "inputiba: skipped" in err and "cat.png" in err
+    assert json.loads((out / "results.json").read_text()) == first
+    np.testing.assert_array_equal(np.load(out / "cat.npy"), saved)
+    # with its files gone, the failure is what there is to report
+    (out / "cat.npy").unlink()
+    _cli(capsys, "explain", img, "-o", out, *TINY_ARGS, *REDUCED)
+    assert json.loads((out / "results.json").read_text())[0]["status"] == "failed"

@@ -21,6 +21,7 @@ __all__ = [
     "ImageReadError",
     "ExplainError",
     "WeightsError",
+    "OutputDirError",
     "ImageSizeError",
     "TextInputError",
     "NoRegionError",
@@ -63,6 +64,10 @@ class ExplainError(InputIBAError, ValueError):
 class WeightsError(ExplainError):
     """A weights file that is not one (foreign or damaged file, pickled objects) or does not
     fit the model; the message names the file."""
+
+
+class OutputDirError(ExplainError):
+    """An output folder that is a file or cannot be written; found before any work starts."""
 
 
 class ImageSizeError(InputIBAError, ValueError):

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from inputiba.errors import ImageReadError
+from inputiba.errors import ImageReadError, OutputDirError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -33,6 +33,8 @@ __all__ = [
     "read_image",
     "as_rgb_array",
     "collect_images",
+    "output_stem",
+    "check_output_dir",
     "atomic_write",
     "save_npy",
     "save_json",
@@ -228,15 +230,60 @@ def collect_images(
     return sources
 
 
+def output_stem(name: str) -> str:
+    """``name`` as a file stem: unchanged (Unicode, spaces and punctuation kept) except this
+    system's path separators and NUL, which become ``_``; an empty or blank name and
+    ``.``/``..`` become ``image``."""
+    bad = {"\0", os.sep, *(os.altsep or "")}
+    stem = "".join("_" if c in bad else c for c in name)
+    return "image" if stem.strip() in ("", ".", "..") else stem
+
+
 def _make_unique(sources: Sequence[ImageSource]) -> None:
+    """Output names: the stems themselves; ``-2``, ``-3`` ... only for real collisions (two
+    inputs with the same stem, compared case-insensitively as on macOS and Windows)."""
     used: set[str] = set()
     for s in sources:
-        base = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s.name) or "image"
+        base = output_stem(s.name)
         name, k = base, 2
-        while name.lower() in used:
+        while name.casefold() in used:
             name, k = f"{base}-{k}", k + 1
-        used.add(name.lower())
+        used.add(name.casefold())
         s.name = name
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Make sure ``path`` can be the output folder of a run, before any work is done.
+
+    The folder is not created; a temporary file is created and removed in it (or in its
+    nearest existing parent) to prove that writing works.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputDirError: the path is a file, lies under a file, or cannot be written (the
+            message names the path and why).
+    """
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"Output folder {out} is a file; choose a folder (--out DIR)")
+    probe_dir = out
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputDirError(f"Output folder {out} cannot be created: {probe_dir} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".inputiba-write-test.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        what = "cannot be written" if probe_dir == out else f"cannot be created in {probe_dir}"
+        raise OutputDirError(f"Output folder {out} {what}: {exc.strerror or _one_line(exc)}") \
+            from None
+    return out
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from urllib.parse import quote
+
 from inputiba.data.io import atomic_write, save_text
 from inputiba.report.visualize import blend, colorize, thumbnail
 
@@ -135,7 +137,8 @@ def _row(out_dir: Path, rec: Mapping[str, Any]) -> str:
             continue
         img = f'<img src="{uri}" alt="{esc(title)} of {esc(name)}">'
         if kind == "inputiba" and (rec.get("outputs") or {}).get("overlay"):
-            img = f'<a href="{esc(str(rec["outputs"]["overlay"]))}">{img}</a>'
+            href = esc(quote(str(rec["outputs"]["overlay"])))  # spaces, '#', '%' in names
+            img = f'<a href="{href}">{img}</a>'
         cells.append(f"<td>{img}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
 

@@ -53,7 +53,15 @@ from inputiba.core.layers import LayerNotFoundError, get_layer
 from inputiba.core.statistics import LayerStatistics
 from inputiba.core.targets import resolve_target
 from inputiba.data.datasets import DatasetItem, list_dataset
-from inputiba.data.io import ImageReadError, ImageSource, read_image, save_json, save_text
+from inputiba.data.io import (
+    ImageReadError,
+    ImageSource,
+    check_output_dir,
+    output_stem,
+    read_image,
+    save_json,
+    save_text,
+)
 from inputiba.report.gallery import write_gallery
 from inputiba.workflows.explain import (
     DEFAULT_OUT_DIR,
@@ -276,8 +284,8 @@ def _records(out: Path) -> list[dict[str, Any]]:
 def _stem(item: DatasetItem, layout: str) -> str:
     """The output stem of an item: its key without the suffix (``flat``: ``/`` -> ``__``)."""
     key = item.key.rsplit(".", 1)[0] if "." in Path(item.key).name else item.key
-    safe = "".join(c if c.isalnum() or c in "-_.+/" else "_" for c in key)
-    return safe if layout == "class" else safe.replace("/", "__")
+    parts = [output_stem(part) for part in key.split("/")]  # names kept as they are
+    return "/".join(parts) if layout == "class" else "__".join(parts)
 
 
 def _check_run_settings(out: Path, settings: Mapping[str, Any]) -> None:
@@ -385,6 +393,7 @@ def explain_dataset(
 
     options = dict(options or {})
     seed = run_seed(seed, options)
+    check_output_dir(out_dir)
     ctx = DistributedContext.from_environment(device)
     try:
         return _run(ctx, items, dataset_label, t_start, model=model, weights=weights,

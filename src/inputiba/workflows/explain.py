@@ -56,6 +56,7 @@ from inputiba.data.assets import (
 from inputiba.data.io import (
     ImageReadError,
     ImageSource,
+    check_output_dir,
     collect_images,
     read_image,
     save_json,
@@ -569,8 +570,19 @@ def _merge_results(out_dir: Path, records: list[dict[str, Any]]) -> list[dict[st
                 old = [r for r in data if isinstance(r, dict) and "name" in r]
     merged: dict[str, dict[str, Any]] = {r["name"]: r for r in old}
     for r in records:
+        before = merged.get(r["name"])
+        if r.get("status") != "ok" and before is not None and _still_ok(out_dir, before):
+            continue  # a later failure never downgrades a finished result (its files stand)
         merged[r["name"]] = r
     return list(merged.values())
+
+
+def _still_ok(out_dir: Path, record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` is an ``ok`` record whose output files are all still there."""
+    outputs = record.get("outputs")
+    if record.get("status") != "ok" or not isinstance(outputs, Mapping) or not outputs:
+        return False
+    return all(isinstance(f, str) and (out_dir / f).is_file() for f in outputs.values())
 
 
 def _write_index(out_dir: Path, records: list[dict[str, Any]], subtitle: str) -> None:
@@ -661,7 +673,7 @@ def explain_images(
     else:
         targets_in = [target] * len(sources)
 
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)  # before any work: a clear line, not a late failure
     for src in sources:
         if src.path is not None and src.error is None and src.path.is_file():
             for suffix in _OUTPUT_SUFFIXES:
