@@ -206,3 +206,76 @@ def test_later_failure_keeps_the_finished_record(capsys, photo, tmp_path):
     (out / "cat.npy").unlink()
     _cli(capsys, "explain", img, "-o", out, *TINY_ARGS, *REDUCED)
     assert json.loads((out / "results.json").read_text())[0]["status"] == "failed"
+
+
+# --------------------------------------------------------------------------------------------
+# image sizes and the outputs of one image as a group
+
+
+def test_tiny_images_are_refused_and_leave_nothing(capsys, photo, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(photo.read_bytes())
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.full((5, 300, 3), 90, np.uint8)).save(folder / "strip.png")
+    out = tmp_path / "out"
+    rc, err = _cli(capsys, "explain", folder, "-o", out, *TINY_ARGS, *REDUCED)
+    assert rc == 1 and "Traceback" not in err
+    records = {r["name"]: r for r in json.loads((out / "results.json").read_text())}
+    assert records["good"]["status"] == "ok"
+    for name, size in (("dot", "1 x 1"), ("strip", "5 x 300")):
+        assert records[name]["status"] == "failed"
+        assert f"{size} pixels is too small" in records[name]["error"]
+        assert "at least 8 pixels" in records[name]["error"]
+        assert not [p for p in out.rglob(f"{name}.*")], name
+    rec = explain_images([np.zeros((3, 3, 3), np.uint8)], model=TINY, layer="3",
+                         estimation_samples=16, options=SMALL, out_dir=tmp_path / "api",
+                         progress=False)[0]
+    assert rec["status"] == "failed" and "too small" in rec["error"]
+
+
+def test_a_failed_write_leaves_no_partial_outputs(photo, tmp_path, monkeypatch):
+    import inputiba.workflows.explain as wf
+
+    out = tmp_path / "out"
+    kw = {"model": TINY, "layer": "3", "estimation_samples": 16, "options": SMALL,
+          "out_dir": out, "progress": False}
+    assert explain_images([photo], **kw)[0]["status"] == "ok"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("chelsea")}
+    assert len(before) == 4
+
+    def broken_overlay(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wf, "save_overlay", broken_overlay)
+    rec = explain_images([photo], seed=3, **kw)[0]
+    assert rec["status"] == "failed" and "No space left" in rec["error"]
+    # the maps of the failed run (written before the overlay failed) never replaced the
+    # earlier ones, and no temporary file remains
+    assert {p.name: p.read_bytes() for p in out.iterdir()
+            if p.name.startswith("chelsea")} == before
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    fresh = tmp_path / "fresh"
+    rec = explain_images([photo], **{**kw, "out_dir": fresh})[0]
+    assert rec["status"] == "failed"
+    assert not [p for p in fresh.rglob("chelsea*")]
+
+
+def test_large_images_are_explained_at_a_bounded_resolution(photo, tmp_path, monkeypatch):
+    """Above MAX_IMAGE_SIDE the image is read scaled down (recorded, with a warning); the maps
+    are still at the full size, the size ``inputiba evaluate`` checks against the image."""
+    import inputiba.workflows.explain as wf
+
+    monkeypatch.setattr(wf, "MAX_IMAGE_SIDE", 100)
+    with pytest.warns(UserWarning, match="explained at 75 x 100"):
+        rec = explain_images([photo], model=TINY, layer="3", estimation_samples=16,
+                             options=SMALL, out_dir=tmp_path, progress=False)[0]
+    assert rec["status"] == "ok"
+    assert rec["size"] == [96, 128] and rec["working_size"] == [75, 100]
+    assert len(rec["warnings"]) == 1 and "longer side at most 100" in rec["warnings"][0]
+    for suffix in (".npy", ".feature.npy", ".gan.npy"):
+        assert np.load(tmp_path / f"chelsea{suffix}").shape == (96, 128)
+    m = np.load(tmp_path / "chelsea.npy")
+    assert m.std() > 0 and 0 <= m.min() and m.max() <= 1
+    feat = np.load(tmp_path / "chelsea.feature.npy")
+    assert rec["feature_max_bits"] == pytest.approx(float(feat.max()))

@@ -15,10 +15,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
-
-from urllib.parse import quote
 
 from inputiba.data.io import atomic_write, save_text
 from inputiba.report.visualize import blend, colorize, thumbnail

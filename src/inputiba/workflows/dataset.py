@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -58,20 +57,21 @@ from inputiba.data.io import (
     ImageSource,
     check_output_dir,
     output_stem,
-    read_image,
     save_json,
     save_text,
 )
+from inputiba.errors import InputIBAError
 from inputiba.report.gallery import write_gallery
 from inputiba.workflows.explain import (
     DEFAULT_OUT_DIR,
     ExplainError,
     _explain_chunk,
     _failed_record,
+    _load,
+    _Loaded,
     _make_explainer,
     _obtain_statistics,
     _one_line,
-    _prepare,
     resolve_model,
     run_seed,
 )
@@ -527,14 +527,13 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
             chunk = todo[start:start + batch_size]
             t0 = time.perf_counter()
             records: dict[int, dict[str, Any]] = {}
-            loaded: list[tuple[int, np.ndarray, torch.Tensor]] = []
+            loaded: list[_Loaded] = []
             for it in chunk:
                 src = sources[it.index]
                 try:
-                    img = read_image(it.path)
-                    loaded.append((it.index, img, _prepare(rm.preprocess, img, rm.input_size)))
+                    loaded.append(_load(it.index, src, rm))
                 except (ImageReadError, ValueError, OSError) as exc:
-                    msg = str(exc) if isinstance(exc, ImageReadError) else \
+                    msg = str(exc) if isinstance(exc, InputIBAError) else \
                         f"{src.label}: {_one_line(exc)}"
                     records[it.index] = _failed_record(src, msg, settings)
                     report(f"skipped {msg}")

@@ -58,11 +58,12 @@ from inputiba.data.io import (
     ImageSource,
     check_output_dir,
     collect_images,
+    file_group,
     read_image,
     save_json,
     save_npy,
 )
-from inputiba.errors import ExplainError, InputIBAWarning
+from inputiba.errors import ExplainError, ImageSizeError, InputIBAError, InputIBAWarning
 from inputiba.models.image import import_factory
 from inputiba.models.image import load_weights as _load_weights
 from inputiba.report.gallery import write_gallery, write_thumbnails
@@ -82,12 +83,15 @@ __all__ = [
     "RECORD_KEYS",
     "DEFAULT_OUT_DIR",
     "STANDIN_SAMPLES",
+    "MIN_IMAGE_SIDE",
+    "MAX_IMAGE_SIDE",
 ]
 
 #: Keys of every record in ``results.json`` (failed records have ``None`` where nothing is known).
 RECORD_KEYS = (
     "name", "file", "status", "error", "size", "target", "probability", "predicted", "method",
     "settings", "seconds", "losses", "outputs", "feature_max_bits", "gan_range",
+    "working_size", "warnings",
 )
 
 DEFAULT_OUT_DIR = "inputiba-out"
@@ -97,6 +101,16 @@ _OUTPUT_SUFFIXES = (".npy", ".png", ".feature.npy", ".gan.npy")
 
 #: Samples drawn from the built-in stand-in estimation set (random crops/flips of the photos).
 STANDIN_SAMPLES = 256
+
+#: Images whose shorter side has fewer pixels are refused (:class:`ImageSizeError`): a map of
+#: a few pixels explains nothing, and the overlay cannot be drawn.
+MIN_IMAGE_SIDE = 8
+
+#: The working resolution's bound: a larger image is read scaled down to this longer side (a
+#: JPEG is decoded at a reduced scale), its overlay and thumbnails are drawn at that size and
+#: a warning is recorded; its maps are still written at the image's full size (the output
+#: contract, which ``inputiba evaluate`` reads). The model sees its own input size either way.
+MAX_IMAGE_SIDE = 4096
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,6 +341,46 @@ def _prepare(preprocess: Callable[[Any], torch.Tensor], image: np.ndarray,
         # read-only; the tensor is never written to, so this is noise for the user.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return preprocess(_pil(_resize_rgb(image, size)))
+
+
+@dataclass
+class _Loaded:
+    """One image ready to explain: ``image`` at the working resolution (H' x W' x 3 uint8),
+    ``x`` the model's input, ``size`` the full (H, W), ``notes`` warnings for its record."""
+
+    index: int
+    image: np.ndarray
+    x: torch.Tensor
+    size: tuple[int, int]
+    notes: list[str]
+
+    @property
+    def working_size(self) -> tuple[int, int] | None:
+        """(H', W') when the image was scaled down, else ``None``."""
+        hw = (int(self.image.shape[0]), int(self.image.shape[1]))
+        return None if hw == self.size else hw
+
+
+def _load(index: int, src: ImageSource, rm: ResolvedModel) -> _Loaded:
+    """Read ``src`` within :data:`MAX_IMAGE_SIDE` and prepare the model's input.
+
+    Raises:
+        ImageReadError: unreadable. ImageSizeError: smaller than :data:`MIN_IMAGE_SIDE`.
+    """
+    image, size = src.load_bounded(MAX_IMAGE_SIDE)
+    if min(size) < MIN_IMAGE_SIDE:
+        raise ImageSizeError(
+            f"{src.label}: {size[0]} x {size[1]} pixels is too small to explain (each side "
+            f"must be at least {MIN_IMAGE_SIDE} pixels)"
+        )
+    notes = []
+    if tuple(image.shape[:2]) != size:
+        note = (f"{src.label}: {size[0]} x {size[1]} pixels is explained at "
+                f"{image.shape[0]} x {image.shape[1]} (longer side at most {MAX_IMAGE_SIDE}); "
+                "the maps are written at the full size, the overlay at the reduced one")
+        warnings.warn(note, InputIBAWarning, stacklevel=2)
+        notes.append(note)
+    return _Loaded(index, image, _prepare(rm.preprocess, image, rm.input_size), size, notes)
 
 
 def _to_batches(images: Iterator[np.ndarray], preprocess: Callable[[Any], torch.Tensor],
@@ -765,15 +819,13 @@ def explain_images(
     bar = tqdm(total=len(sources), desc="explain", unit="image", disable=not progress)
     for start in range(0, len(sources), batch_size):
         chunk = list(range(start, min(start + batch_size, len(sources))))
-        loaded: list[tuple[int, np.ndarray, torch.Tensor]] = []
+        loaded: list[_Loaded] = []
         for i in chunk:
             src = sources[i]
             try:
-                img = src.load()
-                x_i = _prepare(rm.preprocess, img, rm.input_size)
-                loaded.append((i, img, x_i))
+                loaded.append(_load(i, src, rm))
             except (ImageReadError, ValueError, OSError) as exc:
-                msg = str(exc) if isinstance(exc, ImageReadError) else \
+                msg = str(exc) if isinstance(exc, InputIBAError) else \
                     f"{src.label}: {_one_line(exc)}"
                 records[i] = _failed_record(src, msg, settings)
                 report(f"skipped {msg}")
@@ -815,12 +867,12 @@ def _pil(arr: np.ndarray) -> Any:
 
 
 def _explain_chunk(explainer: Any, rm: ResolvedModel,
-                   loaded: list[tuple[int, np.ndarray, torch.Tensor]],
+                   loaded: list[_Loaded],
                    sources: list[ImageSource], resolved_targets: list[int | None],
                    records: list[dict[str, Any] | None], settings: Mapping[str, Any], out: Path,
                    device: str, seed: int, report: Callable[[str], None]) -> None:
-    idx = [i for i, _, _ in loaded]
-    x = torch.stack([t for _, _, t in loaded]).to(device)
+    idx = [item.index for item in loaded]
+    x = torch.stack([item.x for item in loaded]).to(device)
     try:
         with torch.no_grad():
             probs = torch.softmax(rm.model(x).float(), dim=1).cpu()
@@ -840,31 +892,39 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
     losses_all = getattr(res, "losses", None) or {}
     res_targets = getattr(res, "targets", None)
     res_probs = getattr(res, "probabilities", None)
-    for j, (i, img, _) in enumerate(loaded):
-        src = sources[i]
-        size = (int(img.shape[0]), int(img.shape[1]))
+    for j, item in enumerate(loaded):
+        i, img, src = item.index, item.image, sources[item.index]
+        size = item.size
+        work = item.working_size or size
         t0 = time.perf_counter()
+        feature_t = getattr(res, "feature_map", None)
+        gan_t = getattr(res, "gan_mask", None)
         try:
-            attribution = _map_back(res.attribution[j], size, clip01=True)
-            feature = _map_back(getattr(res, "feature_map", None)[j]
-                                if getattr(res, "feature_map", None) is not None else None,
-                                size, preserve_sum=True)
-            gan = _map_back(getattr(res, "gan_mask", None)[j]
-                            if getattr(res, "gan_mask", None) is not None else None,
-                            size, clip01=True)
             tgt = int(res_targets[j]) if res_targets is not None else targets[j]
             prob = float(res_probs[j]) if res_probs is not None else float(probs[j, tgt])
-            assert attribution is not None
             outputs = {"map": f"{src.name}.npy", "overlay": f"{src.name}.png"}
-            save_npy(out / outputs["map"], attribution)
-            if feature is not None:
-                outputs["feature"] = f"{src.name}.feature.npy"
-                save_npy(out / outputs["feature"], feature)
-            if gan is not None:
-                outputs["gan"] = f"{src.name}.gan.npy"
-                save_npy(out / outputs["gan"], gan)
-            save_overlay(out / outputs["overlay"], img, attribution, _class_name(rm, tgt), prob)
-            write_thumbnails(out, src.name, img, feature, gan, attribution)
+            stats: dict[str, Any] = {}
+            shown: dict[str, np.ndarray | None] = {"feature": None, "gan": None}
+            with file_group():  # all of this image's files, or none of them
+                for key, t, kwargs in (("map", res.attribution[j], {"clip01": True}),
+                                       ("feature", None if feature_t is None else feature_t[j],
+                                        {"preserve_sum": True}),
+                                       ("gan", None if gan_t is None else gan_t[j],
+                                        {"clip01": True})):
+                    full = _map_back(t, size, **kwargs)
+                    if full is None:
+                        continue
+                    outputs[key] = f"{src.name}{'.npy' if key == 'map' else f'.{key}.npy'}"
+                    save_npy(out / outputs[key], full)
+                    stats[key] = (float(full.min()), float(full.max()))
+                    shown[key] = full if work == size else _map_back(t, work, **kwargs)
+                    del full  # one full-size map in memory at a time
+                attribution = shown.pop("map")
+                assert attribution is not None
+                save_overlay(out / outputs["overlay"], img, attribution, _class_name(rm, tgt),
+                             prob)
+                write_thumbnails(out, src.name, img, shown["feature"], shown["gan"],
+                                 attribution)
         except Exception as exc:  # noqa: BLE001 - e.g. disk full: this image fails
             msg = f"{src.label}: writing the results failed: {type(exc).__name__}: " \
                   f"{_one_line(exc)}"
@@ -884,7 +944,9 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             settings=dict(settings),
             seconds={**seconds, "write": round(time.perf_counter() - t0, 3)},
             losses=losses, outputs=outputs,
-            feature_max_bits=None if feature is None else float(feature.max()),
-            gan_range=None if gan is None else [float(gan.min()), float(gan.max())],
+            feature_max_bits=stats["feature"][1] if "feature" in stats else None,
+            gan_range=list(stats["gan"]) if "gan" in stats else None,
+            working_size=None if item.working_size is None else list(item.working_size),
+            warnings=list(item.notes),
         )
         records[i] = rec
