@@ -9,7 +9,6 @@ later run, a raw traceback, a file renamed, half an image's outputs left behind.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +275,53 @@ def test_large_images_are_explained_at_a_bounded_resolution(photo, tmp_path, mon
     for suffix in (".npy", ".feature.npy", ".gan.npy"):
         assert np.load(tmp_path / f"chelsea{suffix}").shape == (96, 128)
     m = np.load(tmp_path / "chelsea.npy")
-    assert m.std() > 0 and 0 <= m.min() and m.max() <= 1
+    assert m.std() > 0 and m.min() >= 0 and m.max() <= 1
     feat = np.load(tmp_path / "chelsea.feature.npy")
     assert rec["feature_max_bits"] == pytest.approx(float(feat.max()))
+
+
+# --------------------------------------------------------------------------------------------
+# the same faults through the Python API and explain-dataset
+
+
+def test_api_faults_raise_inputiba_errors():
+    from tests._tiny_model import factory
+
+    from inputiba import InputIBA
+    from inputiba.errors import (
+        InputError,
+        LayerNotFoundError,
+        StatisticsError,
+        TargetError,
+    )
+
+    net, _, _ = factory()
+    with pytest.raises(LayerNotFoundError):
+        InputIBA(net, "no.such.layer")
+    ex = InputIBA(net, "3", **SMALL)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(StatisticsError, match="No layer statistics"):
+        ex.attribute(x, target=1)
+    ex.estimate([torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))],
+                progress=False)
+    for target, words in (("cat", "class indices"), (1.5, "whole class indices"),
+                          ([1, 2, 3], "3 targets for a batch of 2"), (7, "out of range")):
+        with pytest.raises(TargetError, match=words):
+            ex.attribute(x, target=target)
+    with pytest.raises(InputError, match=r"inputs of shape \(2, 1, 64, 64\)"):
+        ex.attribute(x[:, :1], target=1)  # one channel for a three-channel model
+    with pytest.raises(InputError, match="NaN"):
+        ex.attribute(torch.full_like(x, float("nan")), target=1)
+    assert all(issubclass(e, InputIBAError) for e in (InputError, StatisticsError, TargetError))
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--layer", "nope"], ["Layer 'nope' not found"]),
+    (["--layer", "3", "--targets", "99"], ["Target class 99", "out of range"]),
+    (["--layer", "3", "--set", "input_steps=-1"], ["input_steps"]),
+])
+def test_explain_dataset_run_faults_are_one_line(capsys, photo, tmp_path, extra, words):
+    rc, err = _cli(capsys, "explain-dataset", photo.parent, "-o", tmp_path / "o", "--model",
+                   TINY, "-q", *extra)
+    assert rc == 1
+    _error_line(err, *words)

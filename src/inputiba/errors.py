@@ -21,6 +21,9 @@ __all__ = [
     "ImageReadError",
     "ExplainError",
     "WeightsError",
+    "TargetError",
+    "InputError",
+    "StatisticsError",
     "OutputDirError",
     "ImageSizeError",
     "TextInputError",
@@ -59,6 +62,20 @@ class ImageReadError(InputIBAError, ValueError):
 class ExplainError(InputIBAError, ValueError):
     """A problem with a run as a whole (model, weights, layer, target, estimation source,
     output folder), found before any work is done."""
+
+
+class TargetError(ExplainError):
+    """A target class that is out of range, unknown by name, not a class index, or given in
+    the wrong number for the batch."""
+
+
+class InputError(InputIBAError, ValueError):
+    """Inputs the explainer cannot take (shape, dtype, NaN, empty batch, a model that fails
+    on them); the message says what is wrong."""
+
+
+class StatisticsError(InputIBAError, RuntimeError):
+    """Layer statistics missing (not estimated or set) where an explanation needs them."""
 
 
 class WeightsError(ExplainError):

@@ -56,6 +56,7 @@ from inputiba.data.assets import (
 from inputiba.data.io import (
     ImageReadError,
     ImageSource,
+    bound_image,
     check_output_dir,
     collect_images,
     file_group,
@@ -107,10 +108,13 @@ STANDIN_SAMPLES = 256
 MIN_IMAGE_SIDE = 8
 
 #: The working resolution's bound: a larger image is read scaled down to this longer side (a
-#: JPEG is decoded at a reduced scale), its overlay and thumbnails are drawn at that size and
-#: a warning is recorded; its maps are still written at the image's full size (the output
-#: contract, which ``inputiba evaluate`` reads). The model sees its own input size either way.
+#: JPEG is decoded at a reduced scale) and a warning is recorded; its maps are still written
+#: at the image's full size (the output contract, which ``inputiba evaluate`` reads). The
+#: model sees its own input size either way.
 MAX_IMAGE_SIDE = 4096
+
+#: The longer side of the copy of an image that its overlay and thumbnails are drawn from.
+DISPLAY_SIDE = 1400
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +381,7 @@ def _load(index: int, src: ImageSource, rm: ResolvedModel) -> _Loaded:
     if tuple(image.shape[:2]) != size:
         note = (f"{src.label}: {size[0]} x {size[1]} pixels is explained at "
                 f"{image.shape[0]} x {image.shape[1]} (longer side at most {MAX_IMAGE_SIDE}); "
-                "the maps are written at the full size, the overlay at the reduced one")
+                "the maps are written at the full size")
         warnings.warn(note, InputIBAWarning, stacklevel=2)
         notes.append(note)
     return _Loaded(index, image, _prepare(rm.preprocess, image, rm.input_size), size, notes)
@@ -593,11 +597,14 @@ def _map_back(t: torch.Tensor | None, size: tuple[int, int], preserve_sum: bool 
         m = m.mean(1, keepdim=True)
     h, w = m.shape[-2:]
     out = resize_map(m, size)
+    if out.data_ptr() == m.data_ptr():
+        out = out.clone()
+    # in place from here: a full-size map of a large photo is hundreds of MB
     if preserve_sum:
-        out = out * (h * w) / (size[0] * size[1])
-    out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-    out = out.clamp(0.0, 1.0) if clip01 else out.clamp_min(0.0)
-    return out[0, 0].numpy().astype(np.float32)
+        out.mul_((h * w) / (size[0] * size[1]))
+    torch.nan_to_num_(out, nan=0.0, posinf=0.0, neginf=0.0)
+    out.clamp_(0.0, 1.0) if clip01 else out.clamp_(min=0.0)
+    return out[0, 0].numpy()
 
 
 def _class_name(rm: ResolvedModel, idx: int | None) -> str | None:
@@ -895,7 +902,10 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
     for j, item in enumerate(loaded):
         i, img, src = item.index, item.image, sources[item.index]
         size = item.size
-        work = item.working_size or size
+        # the overlay (7 inches at 100 dpi) and the thumbnails are drawn from a copy of at most
+        # DISPLAY_SIDE pixels: drawing a phone photo at full size took most of a minute
+        img = bound_image(img, DISPLAY_SIDE)
+        work = (int(img.shape[0]), int(img.shape[1]))
         t0 = time.perf_counter()
         feature_t = getattr(res, "feature_map", None)
         gan_t = getattr(res, "gan_mask", None)
