@@ -9,6 +9,7 @@ later run, a raw traceback, a file renamed, half an image's outputs left behind.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,44 @@ def test_explain_dataset_run_faults_are_one_line(capsys, photo, tmp_path, extra,
                    TINY, "-q", *extra)
     assert rc == 1
     _error_line(err, *words)
+
+
+# --------------------------------------------------------------------------------------------
+# logs
+
+
+@pytest.mark.parametrize("command", ["explain", "explain-dataset"])
+def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, cache, command):
+    """``inputiba explain > log 2>&1``: no progress-bar redraws, fewer than 5 lines per image
+    (the nested bars used to write hundreds of carriage-return lines per image)."""
+    import subprocess
+    import sys
+
+    import inputiba
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img = np.asarray(Image.open(photo))
+    n = 4
+    for k in range(n):
+        Image.fromarray(np.roll(img, 10 * k, axis=1)).save(folder / f"img{k}.png")
+    src = Path(inputiba.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH",
+                                                                                 "")]),
+           "INPUTIBA_CACHE": str(cache)}
+    log = tmp_path / "log"
+    layer = "3" if command == "explain" else "2"
+    with open(log, "wb") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "inputiba.cli", command, str(folder), "-o",
+             str(tmp_path / "out"), "--model", TINY, "--layer", layer, "--batch-size", "1",
+             "--estimation-samples", "16", *REDUCED],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=600)
+    text = log.read_bytes().decode()
+    assert proc.returncode == 0, text
+    assert "\r" not in text and "\x1b[" not in text  # no redraws, no cursor movement
+    lines = text.splitlines()
+    assert len(lines) < 5 * n, text
+    assert sum(f"img{k}" in ln for k in range(n) for ln in lines) >= n or \
+        command == "explain-dataset"  # explain names each finished image
+    assert any(f"[{n}/{n}]" in ln for ln in lines), text

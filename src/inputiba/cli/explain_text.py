@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.showwarning = _show_warning
         results = explain_texts(
             texts, tm, explainer=explainer, target=args.target, batch_size=args.batch_size,
-            progress=not args.quiet,
+            progress=not args.quiet and sys.stderr.isatty(),  # no redraws in logs
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

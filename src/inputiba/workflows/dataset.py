@@ -72,6 +72,7 @@ from inputiba.workflows.explain import (
     _make_explainer,
     _obtain_statistics,
     _one_line,
+    is_terminal,
     resolve_model,
     run_seed,
 )
@@ -417,6 +418,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
          class_names: Any, progress: bool) -> DatasetRunSummary:
     main_rank = ctx.rank == 0
     show = progress and main_rank
+    live = show and is_terminal(sys.stderr)  # a bar where it redraws; else lines (see below)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -472,17 +474,17 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     stats_file = out / "statistics.pt"
     if statistics is not None:
         stats, stats_info = _obtain_statistics(rm, layer, None, statistics, estimation_samples,
-                                               dev, seed, show)
+                                               dev, seed, live)
     else:
         if main_rank:
             out.mkdir(parents=True, exist_ok=True)
             save_json(out / "run.json", {**run_settings, "inputiba": __version__})
             if stats_file.is_file():
                 stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev,
-                                                       seed, show)
+                                                       seed, live)
             else:
                 stats, stats_info = _obtain_statistics(rm, layer, estimation, None,
-                                                       estimation_samples, dev, seed, show)
+                                                       estimation_samples, dev, seed, live)
                 stats.save(stats_file, model=rm.name, layer=layer,
                            source=stats_info.get("source"))
         ctx.barrier()
@@ -520,7 +522,9 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     done = failed = 0
     explain_seconds = 0.0
     bar = tqdm(total=len(items), initial=skipped * ctx.world_size, desc="explain", unit="image",
-               disable=not show)
+               disable=not live)
+    every = max(1, len(shard) // 100)  # not a terminal: a line per 1% (at least per image)
+    next_line = every
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for start in range(0, len(todo), batch_size):
@@ -556,6 +560,11 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
             done += len(ok_rows)
             failed += len(fail_rows)
             bar.update(len(chunk) * ctx.world_size)
+            finished = skipped + start + len(chunk)
+            if show and not live and (finished >= next_line or finished == len(shard)):
+                next_line = finished + every
+                report(f"[{finished}/{len(shard)}] explained {done} (failed {failed}, "
+                       f"done earlier {skipped}), {time.perf_counter() - t_start:.0f} s")
     bar.close()
 
     counts = ctx.gather({"done": done, "skipped": skipped, "failed": failed,

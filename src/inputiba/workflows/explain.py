@@ -704,7 +704,10 @@ def explain_images(
             folder, :data:`STANDIN_SAMPLES` for the stand-in).
         preprocess: overrides the model's preprocessing (PIL image -> (C, H, W) tensor).
         class_names: overrides the class names.
-        progress: progress bars (per image and per stage) and a one-line summary on stderr.
+        progress: report progress on stderr: one line per finished image and a one-line
+            summary; on a terminal also one progress bar at a time (the current stage's, or
+            the estimation's). When stderr is not a terminal (a log file, CI, ``nohup``) no
+            bar is drawn, so a log gets a few lines per image, not redraws.
             Skipped inputs are reported on stderr either way.
         method: the attribution method, one of :func:`inputiba.methods.image.available_explainers`
             (default ``"inputiba"``). Other methods write the same files except the stage-1/2
@@ -802,14 +805,15 @@ def explain_images(
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
     resolved_targets = [resolve_target(t, rm.class_names, rm.num_classes) for t in targets_in]
+    live = progress and is_terminal(sys.stderr)  # bars only where they redraw in place
     stats_info = None
     if method == "inputiba":
-        explainer = _make_explainer(rm, layer, preset, opts, progress)
+        explainer = _make_explainer(rm, layer, preset, opts, live)
     else:
         explainer = _BaselineAdapter(method, rm, layer, user_layer, opts)
     if method in ("inputiba", "iba"):
         stats, stats_info = _obtain_statistics(rm, layer, estimation, statistics,
-                                               estimation_samples, device, seed, progress)
+                                               estimation_samples, device, seed, live)
         explainer.statistics = stats
 
     out.mkdir(parents=True, exist_ok=True)
@@ -823,7 +827,7 @@ def explain_images(
     if method != "inputiba":
         subtitle = f"{method}, model {rm.name}"
 
-    bar = tqdm(total=len(sources), desc="explain", unit="image", disable=not progress)
+    finished = 0
     for start in range(0, len(sources), batch_size):
         chunk = list(range(start, min(start + batch_size, len(sources))))
         loaded: list[_Loaded] = []
@@ -839,9 +843,12 @@ def explain_images(
         if loaded:
             _explain_chunk(explainer, rm, loaded, sources, resolved_targets, records,
                            settings, out, device, seed, report)
-        bar.update(len(chunk))
+        for i in chunk:
+            finished += 1
+            rec = records[i]
+            if progress and rec is not None and rec["status"] == "ok":
+                report(done_line(finished, len(sources), rec))
         _write_index(out, [r for r in records if r is not None], subtitle)
-    bar.close()
     done = [r for r in records if r is not None]
     _write_index(out, done, subtitle)
 
@@ -855,6 +862,23 @@ def explain_images(
                 (", ..." if len(failed) > 5 else "") + ")"
         print(line, file=sys.stderr)
     return done
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (where progress bars redraw in place)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def done_line(k: int, n: int, rec: Mapping[str, Any]) -> str:
+    """The progress line of a finished image: ``[k/n] name: class (p = 0.83), 12.3 s``."""
+    target = rec.get("target") or {}
+    seconds = sum(v for v in (rec.get("seconds") or {}).values() if isinstance(v, (int, float)))
+    prob = rec.get("probability")
+    p = f" (p = {prob:.2f})" if isinstance(prob, float) else ""
+    return f"[{k}/{n}] {rec.get('name')}: {target.get('name')}{p}, {seconds:.1f} s"
 
 
 def _final_losses(values: Any, j: int) -> Any:
