@@ -53,6 +53,14 @@ from inputiba.errors import InputError, StatisticsError
 __all__ = ["IBA", "InputIBA", "InputIBAResult", "ImageStages", "check_image_batch"]
 
 
+#: The image critic's width caps per ``gan_critic`` setting: "capped" (this project's
+#: default) or "original" (no cap: 2C, 4C, C channels as the 2021 code).
+CRITIC_WIDTHS: dict[str, tuple[int, int, int]] = {
+    "capped": (256, 512, 128),
+    "original": (2**31, 2**31, 2**31),
+}
+
+
 def check_image_batch(inputs: Any) -> torch.Tensor:
     """``inputs`` as a finite float (B, C, H, W) tensor, or an InputError (a ValueError) saying what is wrong."""
     if not isinstance(inputs, torch.Tensor):
@@ -250,6 +258,7 @@ class ImageStages(StageAdapter):
                  x: torch.Tensor) -> None:
         cfg = explainer.config
         self.net, self.split, self.cl = net, split, cfg.channels_last
+        self.critic_widths = CRITIC_WIDTHS[cfg.gan_critic]
         self.layer_module = get_layer(net, explainer.layer)
         draws = cfg.feat_draws
         x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.cl)
@@ -275,7 +284,8 @@ class ImageStages(StageAdapter):
 
     def critic(self, rng: SampleRNG) -> nn.Module:
         r = self.features
-        critic = ImageCritic(r.shape[0], r.shape[1], tuple(r.shape[-2:])).to(r.device, r.dtype)
+        critic = ImageCritic(r.shape[0], r.shape[1], tuple(r.shape[-2:]),
+                             max_channels=self.critic_widths).to(r.device, r.dtype)
         return critic.init_per_sample(rng)
 
     def theta_init(self, feature: BottleneckResult) -> torch.Tensor:
