@@ -367,3 +367,21 @@ def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, cache, command):
     assert sum(f"img{k}" in ln for k in range(n) for ln in lines) >= n or \
         command == "explain-dataset"  # explain names each finished image
     assert any(f"[{n}/{n}]" in ln for ln in lines), text
+
+
+def test_explain_text_model_faults_are_one_line(capsys, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 8)
+    listing = tmp_path / "list.pt"
+    torch.save([1, 2, 3], listing)
+    for model, words in ((tmp_path / "missing.pt", ["neither 'lstm', 'minilm'"]),
+                         (garbage, ["Cannot read text-model checkpoint", str(garbage)]),
+                         (listing, ["is not a text-model checkpoint"])):
+        rc, err = _cli(capsys, "explain-text", "A fine film.", "--model", model, "--out",
+                       tmp_path / "o", "--quiet")
+        assert rc == 1
+        line = _error_line(err, *words)
+        assert "Error:" not in line  # inputiba's own error: no exception type, no traceback
+    rc, err = _cli(capsys, "explain-text", "   ", "--out", tmp_path / "o", "--quiet")
+    assert rc == 1
+    _error_line(err, "no texts")

@@ -21,6 +21,7 @@ __all__ = [
     "ImageReadError",
     "ExplainError",
     "WeightsError",
+    "ModelNotFoundError",
     "TargetError",
     "InputError",
     "StatisticsError",
@@ -62,6 +63,10 @@ class ImageReadError(InputIBAError, ValueError):
 class ExplainError(InputIBAError, ValueError):
     """A problem with a run as a whole (model, weights, layer, target, estimation source,
     output folder), found before any work is done."""
+
+
+class ModelNotFoundError(ExplainError, FileNotFoundError):
+    """A model name or checkpoint path that names nothing (the message lists what is valid)."""
 
 
 class TargetError(ExplainError):
