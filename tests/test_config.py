@@ -50,3 +50,22 @@ def test_every_setting_has_a_rule_and_every_preset_is_valid():
     assert {f.name for f in fields(InputIBAConfig)} == set(SETTING_RULES)
     for name in PRESETS:
         resolve_config(name)
+
+
+def test_gan_critic_widths_capped_or_original():
+    """``gan_critic``: the capped image critic (default) or the 2021 code's widths 2C, 4C, C."""
+    from inputiba.core.gan import ImageCritic
+    from inputiba.modalities.image import CRITIC_WIDTHS
+
+    assert resolve_config("paper").gan_critic == "capped"
+    assert resolve_config("paper", gan_critic="original").gan.critic == "original"
+    with pytest.raises(ValueError, match="gan_critic must be one of capped, original"):
+        resolve_config("paper", gan_critic="wide")
+    widths = {}
+    for mode, caps in CRITIC_WIDTHS.items():
+        critic = ImageCritic(1, 160, (8, 8), max_channels=caps)
+        widths[mode] = [m.out_channels for m in critic.convs if hasattr(m, "out_channels")]
+    assert widths["original"] == [320, 640, 160]
+    assert widths["capped"] == [256, 512, 128]
+    small = ImageCritic(1, 64, (8, 8), max_channels=CRITIC_WIDTHS["capped"])
+    assert [m.out_channels for m in small.convs if hasattr(m, "out_channels")] == [128, 256, 64]

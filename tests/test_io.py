@@ -141,3 +141,29 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     save_npy(tmp_path / "m.npy", np.ones((2, 3), np.float32))
     m = np.load(tmp_path / "m.npy")
     assert m.dtype == np.float32 and m.shape == (2, 3)
+
+
+def test_output_names_are_the_stems(tmp_path, chelsea):
+    """Unicode, spaces and punctuation are kept; only real collisions get ``-2``."""
+    names = ["my cät 猫 (1)", "café #2 & 50%", "Bild.v2", "a"]
+    for n in names:
+        Image.fromarray(chelsea[:8, :8]).save(tmp_path / f"{n}.png")
+    Image.fromarray(chelsea[:8, :8]).save(tmp_path / "A.jpg")  # a collision on macOS/Windows
+    sources = collect_images([tmp_path / f"{n}.png" for n in names] + [tmp_path / "A.jpg"])
+    assert [s.name for s in sources] == [*names, "A-2"]
+    assert collect_images([("x/y", chelsea), ("  ", chelsea)])[0].name == "x_y"
+    assert collect_images([("  ", chelsea)])[0].name == "image"
+
+
+def test_check_output_dir(tmp_path):
+    from inputiba.data.io import check_output_dir
+    from inputiba.errors import OutputDirError
+
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not created
+    assert not list(tmp_path.iterdir())  # the write test left nothing behind
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputDirError, match="is a file"):
+        check_output_dir(tmp_path / "file")
+    with pytest.raises(OutputDirError, match="cannot be created"):
+        check_output_dir(tmp_path / "file" / "out")

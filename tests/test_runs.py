@@ -184,7 +184,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data, reference, tmp_path,
     def crashing(explainer, rm, loaded, *args, **kwargs):
         if len(calls) == 2:  # the third batch: the process dies (after 4 items)
             raise KeyboardInterrupt
-        calls.append([i for i, _, _ in loaded])
+        calls.append([item.index for item in loaded])
         return real_chunk(explainer, rm, loaded, *args, **kwargs)
 
     monkeypatch.setattr(runs, "_explain_chunk", crashing)
@@ -193,7 +193,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data, reference, tmp_path,
     assert len(_record_lines(out)) == 4
 
     def counting(explainer, rm, loaded, *args, **kwargs):
-        calls.append([i for i, _, _ in loaded])
+        calls.append([item.index for item in loaded])
         return real_chunk(explainer, rm, loaded, *args, **kwargs)
 
     monkeypatch.setattr(runs, "_explain_chunk", counting)

@@ -357,3 +357,50 @@ def test_explain_text_cli_config_writes_and_reproduces(lstm, tmp_path):
     # an image configuration is refused with a message naming the command to use
     assert main(["explain-text", "x", "--config", "efficientnet_lite0", "--out",
                  str(again), "--quiet"]) == 1
+
+
+def test_long_texts_and_unknown_words_are_recorded(lstm, explainer, tmp_path, capsys):
+    """A text past the tokenizer's limit is cut with a warning and its full token count in the
+    record; a text of unknown words only gets a warning; empty texts and an unwritable output
+    folder are one clear error (they used to pass silently, or fail late)."""
+    import json
+
+    from inputiba.cli import main
+    from inputiba.errors import InputIBAWarning, TextInputError
+    from inputiba.workflows.text import explain_texts
+
+    tm, _ = lstm
+    long_text = " ".join(["a fine , warm film"] * 80)  # 400 tokens
+    with pytest.warns(InputIBAWarning) as caught:
+        res = explain_texts([long_text, "zqxj vlorpt blenk", "A gorgeous film."], tm,
+                            explainer=explainer)
+    messages = [str(w.message) for w in caught]
+    assert res[0].n_tokens == 400 and len(res[0].tokens) == tm.tokenizer.max_len == 256
+    assert len(res[0].warnings) == 1 and "first 256 of 400 tokens" in res[0].warnings[0]
+    assert res[1].unknown_tokens == 3 and "none of its 3 tokens is known" in res[1].warnings[0]
+    assert res[2].warnings == [] and res[2].n_tokens == 4 and res[2].unknown_tokens == 0
+    assert sorted(messages) == sorted(res[0].warnings + res[1].warnings)
+    with pytest.raises(TextInputError, match="text 1 is empty"):
+        explain_texts(["fine", "   "], tm, explainer=explainer)
+
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    out = tmp_path / "out"
+    args = ["explain-text", long_text, "zqxj vlorpt", "--model", str(ckpt), "--out", str(out),
+            "--preset", "fast", "--quiet", "--threads", "1", "--estimation-samples", "200"]
+    for k, v in REDUCED.items():
+        args += ["--set", f"{k}={v}"]
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("inputiba: warning:") == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2  # one line each
+    recs = json.loads((out / "results.json").read_text())["results"]
+    assert recs[0]["n_tokens"] == 400 and "first 256 of 400" in recs[0]["warnings"][0]
+    assert recs[1]["unknown_tokens"] == 2 and "known" in recs[1]["warnings"][0]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["explain-text", "fine", "--model", str(ckpt), "--out", str(blocker),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("inputiba: error: Output folder") and "is a file" in err

@@ -20,6 +20,14 @@ __all__ = [
     "LayerNotFoundError",
     "ImageReadError",
     "ExplainError",
+    "WeightsError",
+    "ModelNotFoundError",
+    "TargetError",
+    "InputError",
+    "StatisticsError",
+    "OutputDirError",
+    "ImageSizeError",
+    "TextInputError",
     "NoRegionError",
     "InputIBAWarning",
 ]
@@ -55,6 +63,41 @@ class ImageReadError(InputIBAError, ValueError):
 class ExplainError(InputIBAError, ValueError):
     """A problem with a run as a whole (model, weights, layer, target, estimation source,
     output folder), found before any work is done."""
+
+
+class ModelNotFoundError(ExplainError, FileNotFoundError):
+    """A model name or checkpoint path that names nothing (the message lists what is valid)."""
+
+
+class TargetError(ExplainError):
+    """A target class that is out of range, unknown by name, not a class index, or given in
+    the wrong number for the batch."""
+
+
+class InputError(InputIBAError, ValueError):
+    """Inputs the explainer cannot take (shape, dtype, NaN, empty batch, a model that fails
+    on them); the message says what is wrong."""
+
+
+class StatisticsError(InputIBAError, RuntimeError):
+    """Layer statistics missing (not estimated or set) where an explanation needs them."""
+
+
+class WeightsError(ExplainError):
+    """A weights file that is not one (foreign or damaged file, pickled objects) or does not
+    fit the model; the message names the file."""
+
+
+class OutputDirError(ExplainError):
+    """An output folder that is a file or cannot be written; found before any work starts."""
+
+
+class ImageSizeError(InputIBAError, ValueError):
+    """An image too small for the model (the message names the smallest size it can take)."""
+
+
+class TextInputError(InputIBAError, ValueError):
+    """A text that cannot be explained (empty, or nothing left after tokenisation)."""
 
 
 class NoRegionError(InputIBAError, ValueError):

@@ -48,8 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line unless --traceback
         if args.traceback:
             raise
-        print(f"inputiba: error: {exc}", file=sys.stderr)
+        print(f"inputiba: error: {error_line(exc)}", file=sys.stderr)
         return 1
+
+
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """One line for an error: the message of inputiba's own errors (:class:`InputIBAError`,
+    which name the culprit and the fix); for anything else its type too, and a pointer to
+    ``--traceback``."""
+    from inputiba.errors import InputIBAError
+
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    if isinstance(exc, InputIBAError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text} (run with --traceback for details)"
 
 
 if __name__ == "__main__":  # pragma: no cover

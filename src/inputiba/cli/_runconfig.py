@@ -46,6 +46,29 @@ def unwrap_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _seed_from_options(args: argparse.Namespace, path: str | None) -> None:
+    """``--set seed=N`` is the run's seed: move it from ``args.options`` to ``args.seed`` (as an
+    explicit value), so that it seeds the run and is what ``config.yaml`` records.
+
+    Raises:
+        RunConfigError: ``--seed`` and ``--set seed=`` both given with different values.
+    """
+    if not hasattr(args, "options") or not hasattr(args, "seed"):
+        return
+    raw = args.options.value if isinstance(args.options, Default) else args.options
+    options = dict(raw)
+    if "seed" not in options:
+        return
+    value = options.pop("seed")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RunConfigError(f"seed must be an integer, got {value!r} (--set seed={value})")
+    given = args.seed
+    if not isinstance(given, Default) and given != value:
+        raise RunConfigError(f"--seed {given} and --set seed={value} disagree; give one")
+    args.seed = value
+    args.options = list(options.items())
+
+
 def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
                  inputiba_options: bool = True, task: str = "image") -> RunConfig:
     """Merge ``args.config`` (if any) and the command line into ``args``; return the result.
@@ -70,6 +93,7 @@ def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
         hint = ("'inputiba explain-text'" if cfg.task == "text"
                 else "'inputiba explain' or 'inputiba explain-dataset'")
         raise RunConfigError(f"{cfg.source} is a {cfg.task} configuration; use it with {hint}")
+    _seed_from_options(args, path)
     changes: dict[str, Any] = {}
     for key, dest in mapping.items():
         value = getattr(args, dest)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,20 @@ def read_texts(texts: list[str], file: str | None) -> list[str]:
     out = [t for t in texts if t.strip()]
     if file:
         path = Path(file)
+        from inputiba.errors import TextInputError
+
         if not path.is_file():
-            raise FileNotFoundError(f"--file {file}: no such file")
-        out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+            raise TextInputError(f"--file {file}: no such file")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TextInputError(f"--file {file}: cannot be read as UTF-8 text "
+                                 f"({type(exc).__name__})") from None
+        out += [line.strip() for line in lines if line.strip()]
     if not out:
-        raise ValueError("no texts: give them as arguments or with --file (one per line)")
+        from inputiba.errors import TextInputError
+
+        raise TextInputError("no texts: give them as arguments or with --file (one per line)")
     return out
 
 
@@ -95,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from inputiba.cli._runconfig import apply_config
+    from inputiba.cli.explain import _show_warning
+    from inputiba.data.io import check_output_dir
     from inputiba.modalities.text import TextInputIBA
     from inputiba.models.text_training import load_text_model
     from inputiba.report.text import html_page, terminal_tokens
@@ -111,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = read_texts(args.texts, args.file)
+    check_output_dir(args.out)  # before the model is loaded or anything explained
     tm = load_text_model(args.model)
     options = dict(args.options)
     explainer: Any
@@ -125,10 +137,13 @@ def run(args: argparse.Namespace) -> int:
         explainer = text_explainer_for(tm, args.method, seed=args.seed, **options)
         settings = options
         layers = {"embedding_layer": explainer.embedding_layer}
-    results = explain_texts(
-        texts, tm, explainer=explainer, target=args.target, batch_size=args.batch_size,
-        progress=not args.quiet,
-    )
+    with warnings.catch_warnings():  # one line each (a cut text, a text of unknown words)
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        results = explain_texts(
+            texts, tm, explainer=explainer, target=args.target, batch_size=args.batch_size,
+            progress=not args.quiet and sys.stderr.isatty(),  # no redraws in logs
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [r.to_dict() for r in results]

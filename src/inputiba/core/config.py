@@ -55,6 +55,9 @@ class GanSettings:
         dataset_size: number of real samples.
         subset_size: samples that share one noise mean and std (``"capacity"``).
         batch_size: samples per critic and generator step.
+        critic: the image critic's convolution widths: ``"capped"`` (at most 256, 512, 128;
+            the default, see docs/method.md) or ``"original"`` (2C, 4C, C for a layer of C
+            channels, as the 2021 code; far larger for wide layers).
         critic_lr: the critic's learning rate.
         clip: the critic's weight clipping bound.
         critic_iters: critic steps per generator step.
@@ -64,6 +67,7 @@ class GanSettings:
     """
 
     real: str = "capacity"
+    critic: str = "capped"
     epochs: int = 20
     dataset_size: int = 200
     subset_size: int = 20
@@ -87,7 +91,8 @@ class InputIBAConfig:
     estimation samples are inactive).
 
     Stage 2 (WGAN): ``gan_real`` ("capacity": real samples weighted by the stage-1 KL as the
-    original code; "lambda": the paper's bottleneck Z*), ``gan_epochs``, ``gan_dataset_size``,
+    original code; "lambda": the paper's bottleneck Z*), ``gan_critic`` ("capped" image critic
+    widths, or "original"), ``gan_epochs``, ``gan_dataset_size``,
     ``gan_subset_size``, ``gan_batch_size``, ``gan_critic_lr``, ``gan_clip``,
     ``gan_critic_iters`` (critic steps per generator step), ``gan_lr_mean``, ``gan_lr_scale``,
     ``gan_lr_theta`` (RMSprop learning rates of the generator's parameters).
@@ -120,6 +125,7 @@ class InputIBAConfig:
     active_threshold: float = 0.01
 
     gan_real: str = "capacity"
+    gan_critic: str = "capped"
     gan_epochs: int = 20
     gan_dataset_size: int = 200
     gan_subset_size: int = 20
@@ -241,6 +247,7 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "min_std": (float, 0, False, None, False),
     "active_threshold": (float, 0, True, 1, False),
     "gan_real": (str, ("capacity", "lambda")),
+    "gan_critic": (str, ("capped", "original")),
     "gan_epochs": (int, 0, True, None, False),
     "gan_dataset_size": (int, 1, True, None, False),
     "gan_subset_size": (int, 1, True, None, False),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from inputiba.errors import ExplainError
+from inputiba.errors import TargetError
 
 __all__ = ["TargetType", "resolve_targets", "resolve_target"]
 
@@ -25,7 +25,8 @@ def resolve_targets(logits: torch.Tensor, target: TargetType) -> torch.Tensor:
     """(B,) long targets: the predicted class for None, an int for all, or one per sample.
 
     Raises:
-        ValueError: wrong number of targets, or a target outside the model's classes.
+        TargetError: (a ``ValueError``) wrong number of targets, a target outside the model's
+            classes, or one that is not a class index.
     """
     b, k = logits.shape[0], logits.shape[-1]
     n_classes = 2 if k == 1 else k
@@ -33,14 +34,27 @@ def resolve_targets(logits: torch.Tensor, target: TargetType) -> torch.Tensor:
         if k == 1:
             return (logits.view(-1) > 0).long()
         return logits.argmax(-1)
-    t = torch.as_tensor(target, device=logits.device).long().view(-1)
+    if isinstance(target, str) or (isinstance(target, Sequence) and
+                                   any(isinstance(v, str) for v in target)):
+        raise TargetError(f"Targets must be class indices here, got {target!r} (class names "
+                          "are resolved by inputiba.core.targets.resolve_target)")
+    try:
+        raw = torch.as_tensor(target, device=logits.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TargetError(f"Targets must be class indices, got {target!r} "
+                          f"({type(exc).__name__})") from None
+    if raw.is_floating_point() and not torch.equal(raw, raw.round()):
+        raise TargetError(f"Targets must be whole class indices, got {raw.view(-1).tolist()[:5]}")
+    if raw.dtype == torch.bool:
+        raise TargetError("Targets must be class indices, not booleans")
+    t = raw.long().view(-1)
     if t.numel() == 1:
         t = t.expand(b).clone()
     if t.numel() != b:
-        raise ValueError(f"Got {t.numel()} targets for a batch of {b} samples")
+        raise TargetError(f"Got {t.numel()} targets for a batch of {b} samples")
     bad = t[(t < 0) | (t >= n_classes)]
     if bad.numel():
-        raise ValueError(
+        raise TargetError(
             f"Target {int(bad[0])} is out of range: the model has {n_classes} classes "
             f"(0..{n_classes - 1})"
         )
@@ -60,7 +74,8 @@ def resolve_target(target: int | str | None, class_names: Sequence[str] | None,
     synonyms (``"tabby"`` matches ``"tabby, tabby cat"``).
 
     Raises:
-        ExplainError: index out of range; unknown or ambiguous name (with close matches).
+        TargetError: (an ``ExplainError``) index out of range; unknown or ambiguous name (with
+            close matches).
     """
     if target is None:
         return None
@@ -69,15 +84,15 @@ def resolve_target(target: int | str | None, class_names: Sequence[str] | None,
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         idx = int(target)
         if not 0 <= idx < num_classes:
-            raise ExplainError(
+            raise TargetError(
                 f"Target class {idx} is out of range: the model has {num_classes} classes "
                 f"(0-{num_classes - 1})"
             )
         return idx
     if not isinstance(target, str):
-        raise ExplainError(f"Target must be a class index or name, not {type(target).__name__}")
+        raise TargetError(f"Target must be a class index or name, not {type(target).__name__}")
     if class_names is None:
-        raise ExplainError(
+        raise TargetError(
             f"Unknown class name {target!r}: this model's class names are not known "
             f"({num_classes} classes); give the target as a class index"
         )
@@ -89,9 +104,9 @@ def resolve_target(target: int | str | None, class_names: Sequence[str] | None,
         return exact[0]
     if len(exact) > 1:
         opts = ", ".join(f"{i} ({class_names[i]})" for i in exact[:5])
-        raise ExplainError(f"Class name {target!r} is ambiguous: {opts}; give the class index")
+        raise TargetError(f"Class name {target!r} is ambiguous: {opts}; give the class index")
     variants = {v: i for i, n in enumerate(class_names) for v in _name_variants(n)}
     close = difflib.get_close_matches(key, list(variants), n=5, cutoff=0.6)
     hint = "; close matches: " + ", ".join(f"{c!r} ({variants[c]})" for c in close) if close \
         else ""
-    raise ExplainError(f"Unknown class name {target!r}{hint}")
+    raise TargetError(f"Unknown class name {target!r}{hint}")

@@ -9,11 +9,13 @@ missing paths and empty folders as failed entries so that a run can report them 
 Writing: every result file goes through :func:`atomic_write` (a temporary file in the same
 folder, flushed, then :func:`os.replace` onto the target), so a file either has its old content
 or its complete new content, never half of it, even if the process dies mid-write.
+:func:`file_group` extends this to the several files of one image: all or none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import tempfile
@@ -24,16 +26,21 @@ from typing import IO, Any
 
 import numpy as np
 
-from inputiba.errors import ImageReadError
+from inputiba.errors import ImageReadError, OutputDirError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
     "ImageSource",
     "read_image",
+    "read_image_bounded",
+    "bound_image",
     "as_rgb_array",
     "collect_images",
+    "output_stem",
+    "check_output_dir",
     "atomic_write",
+    "file_group",
     "save_npy",
     "save_json",
     "save_text",
@@ -68,12 +75,18 @@ class ImageSource:
 
     def load(self) -> np.ndarray:
         """The image as H x W x 3 ``uint8`` RGB. Raises :class:`ImageReadError`."""
+        return self.load_bounded(None)[0]
+
+    def load_bounded(self, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+        """(the image with its longer side at most ``max_side``, (H, W) its full size); see
+        :func:`read_image_bounded`. Raises :class:`ImageReadError`."""
         if self.error is not None:
             raise ImageReadError(self.error)
         if self.array is not None:
-            return self.array
+            h, w = self.array.shape[:2]
+            return bound_image(self.array, max_side), (int(h), int(w))
         assert self.path is not None
-        return read_image(self.path)
+        return read_image_bounded(self.path, max_side)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -92,6 +105,21 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing, a folder, not an image, or corrupt/truncated.
     """
+    return read_image_bounded(path, None)[0]
+
+
+def read_image_bounded(path: str | os.PathLike[str],
+                       max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_image`, scaled down (aspect kept) so that its longer side is at most
+    ``max_side`` pixels; JPEGs are decoded at a reduced scale then, so a huge photo never
+    occupies memory at full size.
+
+    Returns:
+        (H' x W' x 3 ``uint8`` image, (H, W) its full displayed size).
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
@@ -101,9 +129,16 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(f"{p}: is a folder, not an image file")
     try:
         with Image.open(p) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # displayed turned a quarter
+                w, h = h, w
+            if max_side is not None and max(w, h) > max_side:
+                scale = max_side / max(w, h)
+                img.draft(None, (max(1, round(img.size[0] * scale)),
+                                 max(1, round(img.size[1] * scale))))  # JPEG: 1/2 .. 1/8
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _pil_to_rgb(img)
+            return bound_image(_pil_to_rgb(img), max_side), (h, w)
     except UnidentifiedImageError:
         raise ImageReadError(
             f"{p}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})"
@@ -114,6 +149,20 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(
             f"{p}: cannot decode image ({type(exc).__name__}: {_one_line(exc)})"
         ) from None
+
+
+def bound_image(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` (H x W x 3 ``uint8``) scaled down with a Lanczos filter so that its longer
+    side is at most ``max_side`` pixels (aspect kept); unchanged when it already fits or
+    ``max_side`` is ``None``."""
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return image
+    from PIL import Image
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -229,15 +278,65 @@ def collect_images(
     return sources
 
 
+def output_stem(name: str) -> str:
+    """``name`` as a file stem: unchanged (Unicode, spaces and punctuation kept) except this
+    system's path separators and NUL, which become ``_``; an empty or blank name and
+    ``.``/``..`` become ``image``."""
+    bad = {"\0", os.sep, *(os.altsep or "")}
+    stem = "".join("_" if c in bad else c for c in name)
+    return "image" if stem.strip() in ("", ".", "..") else stem
+
+
 def _make_unique(sources: Sequence[ImageSource]) -> None:
+    """Output names: the stems themselves; ``-2``, ``-3`` ... only for real collisions (two
+    inputs with the same stem, compared case-insensitively as on macOS and Windows)."""
     used: set[str] = set()
     for s in sources:
-        base = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s.name) or "image"
+        base = output_stem(s.name)
         name, k = base, 2
-        while name.lower() in used:
+        while name.casefold() in used:
             name, k = f"{base}-{k}", k + 1
-        used.add(name.lower())
+        used.add(name.casefold())
         s.name = name
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Make sure ``path`` can be the output folder of a run, before any work is done.
+
+    The folder is not created; a temporary file is created and removed in it (or in its
+    nearest existing parent) to prove that writing works.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputDirError: the path is a file, lies under a file, or cannot be written (the
+            message names the path and why).
+    """
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"Output folder {out} is a file; choose a folder (--out DIR)")
+    probe_dir = out
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputDirError(f"Output folder {out} cannot be created: {probe_dir} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".inputiba-write-test.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        what = "cannot be written" if probe_dir == out else f"cannot be created in {probe_dir}"
+        raise OutputDirError(f"Output folder {out} {what}: {exc.strerror or _one_line(exc)}") \
+            from None
+    return out
+
+
+#: The files of the open :func:`file_group` (temporary file, target), or ``None``.
+_GROUP: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar(
+    "inputiba_file_group", default=None)
 
 
 @contextlib.contextmanager
@@ -260,10 +359,45 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        pending = _GROUP.get()
+        if pending is not None:  # inside file_group(): renamed when the whole group is done
+            pending.append((tmp, target))
+        else:
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def file_group() -> Iterator[None]:
+    """Write several files as a group: every :func:`atomic_write` inside the block writes its
+    temporary file, and the files are renamed into place only when the block completes.
+
+    On an exception every temporary file of the group is removed and no target changes, so a
+    failure leaves no partial set of outputs (and earlier outputs of the same names intact).
+    """
+    pending: list[tuple[str, Path]] = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _GROUP.reset(token)
+    done = 0
+    try:
+        for tmp, target in pending:
+            os.replace(tmp, target)
+            done += 1
+    except BaseException:
+        for tmp, _ in pending[done:]:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 

@@ -48,28 +48,50 @@ from inputiba.core.pipeline import StageAdapter, run_feature_stage, run_stages
 from inputiba.core.rng import SampleRNG, sample_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
+from inputiba.errors import InputError, StatisticsError
 
 __all__ = ["IBA", "InputIBA", "InputIBAResult", "ImageStages", "check_image_batch"]
 
 
+#: The image critic's width caps per ``gan_critic`` setting: "capped" (this project's
+#: default) or "original" (no cap: 2C, 4C, C channels as the 2021 code).
+CRITIC_WIDTHS: dict[str, tuple[int, int, int]] = {
+    "capped": (256, 512, 128),
+    "original": (2**31, 2**31, 2**31),
+}
+
+
 def check_image_batch(inputs: Any) -> torch.Tensor:
-    """``inputs`` as a finite float (B, C, H, W) tensor, or a ValueError saying what is wrong."""
+    """``inputs`` as a finite float (B, C, H, W) tensor, or an InputError (a ValueError) saying what is wrong."""
     if not isinstance(inputs, torch.Tensor):
         inputs = torch.as_tensor(np.asarray(inputs))
     if inputs.dim() == 3:
-        raise ValueError(
+        raise InputError(
             f"inputs must be a batch (B, C, H, W); got shape {tuple(inputs.shape)} - "
             "add a batch dimension with inputs[None]"
         )
     if inputs.dim() != 4:
-        raise ValueError(f"inputs must be a (B, C, H, W) tensor, got shape {tuple(inputs.shape)}")
+        raise InputError(f"inputs must be a (B, C, H, W) tensor, got shape {tuple(inputs.shape)}")
     if inputs.shape[0] == 0:
-        raise ValueError("inputs is an empty batch")
+        raise InputError("inputs is an empty batch")
     if not torch.is_floating_point(inputs):
-        raise ValueError(f"inputs must be a float tensor (normalised images), got {inputs.dtype}")
+        raise InputError(f"inputs must be a float tensor (normalised images), got {inputs.dtype}")
     if not torch.isfinite(inputs).all():
-        raise ValueError("inputs contain NaN or infinite values")
+        raise InputError("inputs contain NaN or infinite values")
     return inputs
+
+
+def model_forward(model: nn.Module, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """``model(x)``; a model that fails on the inputs (wrong channels, size, dtype) is an
+    :class:`InputError` naming the input shape (out-of-memory errors pass unchanged)."""
+    try:
+        return model(x, **kwargs)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        text = " ".join(str(exc).split())
+        raise InputError(f"The model failed on inputs of shape {tuple(x.shape)}: "
+                         f"{type(exc).__name__}: {text[:300]}") from exc
 
 
 class _LayerAttribution:
@@ -150,7 +172,7 @@ class _LayerAttribution:
 
     def _require_statistics(self) -> LayerStatistics:
         if self._statistics is None:
-            raise RuntimeError(
+            raise StatisticsError(
                 "No layer statistics: call .estimate(batches) first, or set .statistics to a "
                 "LayerStatistics (or a file saved with LayerStatistics.save)"
             )
@@ -186,7 +208,7 @@ class _LayerAttribution:
     def _stats_tensors(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         stats = self._require_statistics()
         if tuple(r.shape[1:]) != stats.shape:
-            raise ValueError(
+            raise InputError(
                 f"Layer {self.layer!r} gives features of shape {tuple(r.shape[1:])} but the "
                 f"statistics were estimated for {stats.shape}: estimate them on inputs of the "
                 "same size"
@@ -202,7 +224,7 @@ class _LayerAttribution:
         call inside :meth:`_running`."""
         x, device = self._to_model(check_image_batch(inputs))
         with torch.no_grad():
-            logits = self.model(x)
+            logits = model_forward(self.model, x)
         t = resolve_targets(logits, target)
         rng = SampleRNG(sample_seeds(self.config.seed if seed is None else seed, x.shape[0]),
                         device)
@@ -237,6 +259,7 @@ class ImageStages(StageAdapter):
                  x: torch.Tensor) -> None:
         cfg = explainer.config
         self.net, self.split, self.cl = net, split, cfg.channels_last
+        self.critic_widths = CRITIC_WIDTHS[cfg.gan_critic]
         self.layer_module = get_layer(net, explainer.layer)
         draws = cfg.feat_draws
         x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.cl)
@@ -262,7 +285,8 @@ class ImageStages(StageAdapter):
 
     def critic(self, rng: SampleRNG) -> nn.Module:
         r = self.features
-        critic = ImageCritic(r.shape[0], r.shape[1], tuple(r.shape[-2:])).to(r.device, r.dtype)
+        critic = ImageCritic(r.shape[0], r.shape[1], tuple(r.shape[-2:]),
+                             max_channels=self.critic_widths).to(r.device, r.dtype)
         return critic.init_per_sample(rng)
 
     def theta_init(self, feature: BottleneckResult) -> torch.Tensor:

@@ -45,6 +45,7 @@ from inputiba.core.pipeline import StageAdapter, run_stages
 from inputiba.core.rng import SampleRNG, sample_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, accumulate_statistics
 from inputiba.core.targets import TargetType, resolve_targets
+from inputiba.errors import InputError, StatisticsError
 
 __all__ = [
     "TEXT_DEFAULTS",
@@ -99,33 +100,33 @@ def text_config(preset: str | InputIBAConfig | None = None, **overrides: Any) ->
 def check_token_batch(
     token_ids: Any, attention_mask: Any, pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) as long (B, T) tensors, or a ValueError saying what is wrong."""
+    """(ids, mask) as long (B, T) tensors, or an InputError (a ValueError) saying what is wrong."""
     ids = torch.as_tensor(token_ids)
     if ids.dim() == 1:
-        raise ValueError(
+        raise InputError(
             f"token_ids must be a batch (B, T); got shape {tuple(ids.shape)} - add a batch "
             "dimension with token_ids[None]"
         )
     if ids.dim() != 2:
-        raise ValueError(f"token_ids must be a (B, T) tensor, got shape {tuple(ids.shape)}")
+        raise InputError(f"token_ids must be a (B, T) tensor, got shape {tuple(ids.shape)}")
     if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise ValueError(f"token_ids is empty (shape {tuple(ids.shape)})")
+        raise InputError(f"token_ids is empty (shape {tuple(ids.shape)})")
     if ids.dtype not in (torch.long, torch.int, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"token_ids must hold integer ids, got {ids.dtype}")
+        raise InputError(f"token_ids must hold integer ids, got {ids.dtype}")
     ids = ids.long()
     if attention_mask is None:
         mask = (ids != pad_id).long()
     else:
         mask = torch.as_tensor(attention_mask)
         if tuple(mask.shape) != tuple(ids.shape):
-            raise ValueError(
+            raise InputError(
                 f"attention_mask of shape {tuple(mask.shape)} does not match token_ids "
                 f"{tuple(ids.shape)}"
             )
         mask = mask.long()
     empty = torch.nonzero(mask.sum(1) == 0).flatten().tolist()
     if empty:
-        raise ValueError(f"Rows {empty[:10]} of the batch have no tokens (all padding)")
+        raise InputError(f"Rows {empty[:10]} of the batch have no tokens (all padding)")
     return ids, mask
 
 
@@ -490,7 +491,7 @@ class TextInputIBA:
 
     def _require_statistics(self) -> dict[str, LayerStatistics]:
         if self._stats is None:
-            raise RuntimeError(
+            raise StatisticsError(
                 "No token statistics: call .estimate(texts or batches) first, or set "
                 ".statistics (a dict or a file written by save_statistics)"
             )

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inputiba.errors import WeightsError
+
 __all__ = [
     "Preprocess",
     "load_model",
@@ -277,6 +279,18 @@ def _state_dict_of(obj: Any) -> Mapping[str, torch.Tensor]:
     raise ValueError("it holds no state dict (a mapping of parameter names to tensors)")
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one short sentence (torch's own
+    message is a paragraph of advice about ``weights_only``)."""
+    text = " ".join(str(exc).split())
+    if "Unsupported global" in text or "allowed global" in text:
+        return ("it holds pickled Python objects, not only tensors (inputiba loads weights "
+                "safely: save the model's state_dict with torch.save(model.state_dict(), FILE))")
+    if isinstance(exc, (OSError, MemoryError)):
+        return f"{type(exc).__name__}: {text[:160]}"
+    return "not a PyTorch weights file (torch.save of a state dict), or a damaged one"
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a weights file (a state dict, or a checkpoint holding one) into ``model``, strictly.
 
@@ -284,17 +298,22 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is unreadable, or does not fit the model; the message
-            counts missing/unexpected keys and shape mismatches with an example of each.
+        WeightsError: (a ``ValueError``) the file is not a weights file, or does not fit the
+            model; the message is one line and counts missing/unexpected keys and shape
+            mismatches with an example of each.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Weights file {p} does not exist")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises anything on foreign files
+        raise WeightsError(f"Cannot read weights file {p}: {_load_failure(exc)}") from None
+    try:
         state = dict(_state_dict_of(obj))
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"Cannot read weights file {p}: {' '.join(str(exc).split())[:300]}") from None
+        raise WeightsError(f"Cannot read weights file {p}: {' '.join(str(exc).split())[:200]}") \
+            from None
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     own = model.state_dict()
@@ -311,7 +330,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         if items:
             problems.append(f"{len(items)} {what} (e.g. {items[0]})")
     if problems:
-        raise ValueError(
+        raise WeightsError(
             f"Weights file {p} does not fit {type(model).__name__}: {'; '.join(problems)}"
         )
     model.load_state_dict(state, strict=True)

@@ -248,6 +248,10 @@ class TextTokenizer:
 
     pad_id: int = 0
     reference: str = ""
+    #: The most tokens a text keeps (longer texts are cut; see :meth:`count`).
+    max_len: int = 256
+    #: The id of unknown tokens (``None``: the tokenizer has none).
+    unk_id: int | None = None
 
     def ids(self, text: str) -> list[int]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -255,16 +259,34 @@ class TextTokenizer:
     def tokens(self, ids: Sequence[int]) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def count(self, text: str) -> int:
+        """The number of tokens of ``text`` before any cut to :attr:`max_len`."""
+        return len(self.ids(text))
+
+    def special_ids(self) -> set[int]:
+        """Ids that are markers rather than the text's tokens (``[CLS]``, ``[SEP]``, ...)."""
+        return set()
+
     def __call__(
-        self, texts: str | Sequence[str], max_len: int | None = 256
+        self, texts: str | Sequence[str], max_len: int | None = -1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(token_ids (B, T) long, attention_mask (B, T) long)`` of one text or a list."""
+        """``(token_ids (B, T) long, attention_mask (B, T) long)`` of one text or a list;
+        texts are cut to ``max_len`` tokens (default :attr:`max_len`; ``None``: no cut).
+
+        Raises:
+            TextInputError: (a ``ValueError``) a text without any token.
+        """
+        from inputiba.errors import TextInputError
+
         if isinstance(texts, str):
             texts = [texts]
+        if max_len == -1:
+            max_len = self.max_len
         seqs = [self.ids(t) for t in texts]
         empty = [i for i, s in enumerate(seqs) if not s]
         if empty:
-            raise ValueError(f"Texts {empty[:10]} have no tokens (empty or whitespace only)")
+            raise TextInputError(f"Texts {empty[:10]} have no tokens (empty or whitespace "
+                                 "only)")
         ids, lengths = pad_sequences(seqs, self.pad_id, max_len)
         mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
         return ids, mask
@@ -278,6 +300,7 @@ class WordTokenizer(TextTokenizer):
     def __init__(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
         self.pad_id = vocab.pad_id
+        self.unk_id = vocab.unk_id
 
     def ids(self, text: str) -> list[int]:
         return self.vocab.encode(tokenize(text))
@@ -299,9 +322,16 @@ class WordPieceTokenizer(TextTokenizer):
         self.reference = str(path)
         self.hf = AutoTokenizer.from_pretrained(str(path))
         self.pad_id = int(self.hf.pad_token_id or 0)
+        self.unk_id = self.hf.unk_token_id
 
     def ids(self, text: str) -> list[int]:
-        return list(self.hf(text, truncation=True, max_length=256)["input_ids"])
+        return list(self.hf(text, truncation=True, max_length=self.max_len)["input_ids"])
+
+    def count(self, text: str) -> int:
+        return len(self.hf(text, truncation=False, verbose=False)["input_ids"])
+
+    def special_ids(self) -> set[int]:
+        return {int(i) for i in getattr(self.hf, "all_special_ids", [])}
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         return self.hf.convert_ids_to_tokens([int(i) for i in ids])

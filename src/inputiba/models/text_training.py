@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba.data.text import Vocabulary, packaged_glove, snippet_split, tokenize
+from inputiba.errors import ModelNotFoundError, WeightsError
 from inputiba.models.text import (
     CLASS_NAMES,
     LSTMSentimentClassifier,
@@ -334,14 +335,28 @@ def load_text_model(name: str = "lstm", train_if_missing: bool = True) -> TextMo
                 raise FileNotFoundError(
                     f"No trained {name} model at {path}; run: inputiba train-text {name}"
                 )
-            train_text_model(name, out=path)
+            # first use: train it; bars only on a terminal (no redraws in a log file)
+            train_text_model(name, out=path, progress=_is_terminal(sys.stderr))
     else:
         path = Path(name)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise ModelNotFoundError(
                 f"{name!r} is neither 'lstm', 'minilm' nor an existing checkpoint file"
             )
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch/pickle raise anything on foreign files
+        raise WeightsError(f"Cannot read text-model checkpoint {path}: not a file written by "
+                           f"inputiba train-text, or a damaged one ({type(exc).__name__})") \
+            from None
     if not isinstance(state, dict) or "kind" not in state:
-        raise ValueError(f"{path} is not a text-model checkpoint written by inputiba train-text")
+        raise WeightsError(f"{path} is not a text-model checkpoint written by inputiba "
+                           "train-text")
     return build_from_checkpoint(state)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

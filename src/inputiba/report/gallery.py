@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -135,7 +136,8 @@ def _row(out_dir: Path, rec: Mapping[str, Any]) -> str:
             continue
         img = f'<img src="{uri}" alt="{esc(title)} of {esc(name)}">'
         if kind == "inputiba" and (rec.get("outputs") or {}).get("overlay"):
-            img = f'<a href="{esc(str(rec["outputs"]["overlay"]))}">{img}</a>'
+            href = esc(quote(str(rec["outputs"]["overlay"])))  # spaces, '#', '%' in names
+            img = f'<a href="{href}">{img}</a>'
         cells.append(f"<td>{img}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
 

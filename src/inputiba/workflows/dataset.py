@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -53,18 +52,29 @@ from inputiba.core.layers import LayerNotFoundError, get_layer
 from inputiba.core.statistics import LayerStatistics
 from inputiba.core.targets import resolve_target
 from inputiba.data.datasets import DatasetItem, list_dataset
-from inputiba.data.io import ImageReadError, ImageSource, read_image, save_json, save_text
+from inputiba.data.io import (
+    ImageReadError,
+    ImageSource,
+    check_output_dir,
+    output_stem,
+    save_json,
+    save_text,
+)
+from inputiba.errors import InputIBAError
 from inputiba.report.gallery import write_gallery
 from inputiba.workflows.explain import (
     DEFAULT_OUT_DIR,
     ExplainError,
     _explain_chunk,
     _failed_record,
+    _load,
+    _Loaded,
     _make_explainer,
     _obtain_statistics,
     _one_line,
-    _prepare,
+    is_terminal,
     resolve_model,
+    run_seed,
 )
 
 __all__ = [
@@ -278,8 +288,8 @@ def _records(out: Path) -> list[dict[str, Any]]:
 def _stem(item: DatasetItem, layout: str) -> str:
     """The output stem of an item: its key without the suffix (``flat``: ``/`` -> ``__``)."""
     key = item.key.rsplit(".", 1)[0] if "." in Path(item.key).name else item.key
-    safe = "".join(c if c.isalnum() or c in "-_.+/" else "_" for c in key)
-    return safe if layout == "class" else safe.replace("/", "__")
+    parts = [output_stem(part) for part in key.split("/")]  # names kept as they are
+    return "/".join(parts) if layout == "class" else "__".join(parts)
 
 
 def _check_run_settings(out: Path, settings: Mapping[str, Any]) -> None:
@@ -320,7 +330,7 @@ def explain_dataset(
     options: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
     layout: str = "flat",
     precision: str = "fp32",
@@ -353,7 +363,8 @@ def explain_dataset(
         batch_size: images explained together per process.
         device: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:<local rank>``); default CUDA
             when available.
-        seed: item ``i`` of the full listing uses seed ``seed + i``.
+        seed: item ``i`` of the full listing uses seed ``seed + i`` (default:
+            ``options["seed"]`` when given, else 0).
         out_dir: the output folder (see the module docstring for its files).
         layout: ``"flat"`` (outputs ``<out>/<class>__<stem>.npy``...) or ``"class"``
             (``<out>/<class>/<stem>.npy``...).
@@ -393,12 +404,15 @@ def explain_dataset(
     if not items:
         raise ExplainError("The dataset has no items")
 
+    options = dict(options or {})
+    seed = run_seed(seed, options)
+    check_output_dir(out_dir)
     ctx = DistributedContext.from_environment(device)
     try:
         return _run(ctx, items, dataset_label, t_start, model=model, weights=weights,
                     layer=layer, targets=targets, estimation=estimation, statistics=statistics,
                     estimation_samples=estimation_samples, preset=preset,
-                    options=dict(options or {}), batch_size=batch_size, device=device,
+                    options=options, batch_size=batch_size, device=device,
                     seed=seed, out=Path(out_dir), layout=layout, precision=precision,
                     channels_last=channels_last, gallery=gallery and gallery_limit != 0,
                     gallery_limit=gallery_limit, preprocess=preprocess,
@@ -416,6 +430,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
          class_names: Any, progress: bool) -> DatasetRunSummary:
     main_rank = ctx.rank == 0
     show = progress and main_rank
+    live = show and is_terminal(sys.stderr)  # a bar where it redraws; else lines (see below)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -471,17 +486,17 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     stats_file = out / "statistics.pt"
     if statistics is not None:
         stats, stats_info = _obtain_statistics(rm, layer, None, statistics, estimation_samples,
-                                               dev, seed, show)
+                                               dev, seed, live)
     else:
         if main_rank:
             out.mkdir(parents=True, exist_ok=True)
             save_json(out / "run.json", {**run_settings, "inputiba": __version__})
             if stats_file.is_file():
                 stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev,
-                                                       seed, show)
+                                                       seed, live)
             else:
                 stats, stats_info = _obtain_statistics(rm, layer, estimation, None,
-                                                       estimation_samples, dev, seed, show)
+                                                       estimation_samples, dev, seed, live)
                 stats.save(stats_file, model=rm.name, layer=layer,
                            source=stats_info.get("source"))
         ctx.barrier()
@@ -519,21 +534,22 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     done = failed = 0
     explain_seconds = 0.0
     bar = tqdm(total=len(items), initial=skipped * ctx.world_size, desc="explain", unit="image",
-               disable=not show)
+               disable=not live)
+    every = max(1, len(shard) // 100)  # not a terminal: a line per 1% (at least per image)
+    next_line = every
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             t0 = time.perf_counter()
             records: dict[int, dict[str, Any]] = {}
-            loaded: list[tuple[int, np.ndarray, torch.Tensor]] = []
+            loaded: list[_Loaded] = []
             for it in chunk:
                 src = sources[it.index]
                 try:
-                    img = read_image(it.path)
-                    loaded.append((it.index, img, _prepare(rm.preprocess, img, rm.input_size)))
+                    loaded.append(_load(it.index, src, rm))
                 except (ImageReadError, ValueError, OSError) as exc:
-                    msg = str(exc) if isinstance(exc, ImageReadError) else \
+                    msg = str(exc) if isinstance(exc, InputIBAError) else \
                         f"{src.label}: {_one_line(exc)}"
                     records[it.index] = _failed_record(src, msg, settings)
                     report(f"skipped {msg}")
@@ -556,6 +572,11 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
             done += len(ok_rows)
             failed += len(fail_rows)
             bar.update(len(chunk) * ctx.world_size)
+            finished = skipped + start + len(chunk)
+            if show and not live and (finished >= next_line or finished == len(shard)):
+                next_line = finished + every
+                report(f"[{finished}/{len(shard)}] explained {done} (failed {failed}, "
+                       f"done earlier {skipped}), {time.perf_counter() - t_start:.0f} s")
     bar.close()
 
     counts = ctx.gather({"done": done, "skipped": skipped, "failed": failed,

@@ -56,12 +56,15 @@ from inputiba.data.assets import (
 from inputiba.data.io import (
     ImageReadError,
     ImageSource,
+    bound_image,
+    check_output_dir,
     collect_images,
+    file_group,
     read_image,
     save_json,
     save_npy,
 )
-from inputiba.errors import ExplainError, InputIBAWarning
+from inputiba.errors import ExplainError, ImageSizeError, InputIBAError, InputIBAWarning
 from inputiba.models.image import import_factory
 from inputiba.models.image import load_weights as _load_weights
 from inputiba.report.gallery import write_gallery, write_thumbnails
@@ -69,6 +72,7 @@ from inputiba.report.visualize import save_overlay
 
 __all__ = [
     "explain_images",
+    "run_seed",
     "ExplainError",
     "InputIBAWarning",
     "ResolvedModel",
@@ -80,12 +84,15 @@ __all__ = [
     "RECORD_KEYS",
     "DEFAULT_OUT_DIR",
     "STANDIN_SAMPLES",
+    "MIN_IMAGE_SIDE",
+    "MAX_IMAGE_SIDE",
 ]
 
 #: Keys of every record in ``results.json`` (failed records have ``None`` where nothing is known).
 RECORD_KEYS = (
     "name", "file", "status", "error", "size", "target", "probability", "predicted", "method",
     "settings", "seconds", "losses", "outputs", "feature_max_bits", "gan_range",
+    "working_size", "warnings",
 )
 
 DEFAULT_OUT_DIR = "inputiba-out"
@@ -95,6 +102,19 @@ _OUTPUT_SUFFIXES = (".npy", ".png", ".feature.npy", ".gan.npy")
 
 #: Samples drawn from the built-in stand-in estimation set (random crops/flips of the photos).
 STANDIN_SAMPLES = 256
+
+#: Images whose shorter side has fewer pixels are refused (:class:`ImageSizeError`): a map of
+#: a few pixels explains nothing, and the overlay cannot be drawn.
+MIN_IMAGE_SIDE = 8
+
+#: The working resolution's bound: a larger image is read scaled down to this longer side (a
+#: JPEG is decoded at a reduced scale) and a warning is recorded; its maps are still written
+#: at the image's full size (the output contract, which ``inputiba evaluate`` reads). The
+#: model sees its own input size either way.
+MAX_IMAGE_SIDE = 4096
+
+#: The longer side of the copy of an image that its overlay and thumbnails are drawn from.
+DISPLAY_SIDE = 1400
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,6 +175,22 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         _load_weights(model, path)
     except (ValueError, OSError) as exc:
         raise ExplainError(str(exc)) from None
+
+
+def run_seed(seed: int | None, options: dict[str, Any]) -> int:
+    """The run's seed: ``seed``, else ``options["seed"]`` (removed from ``options``), else 0.
+
+    Raises:
+        ExplainError: both given with different values, or a seed that is not an integer.
+    """
+    if "seed" in options:
+        inner = options.pop("seed")
+        if isinstance(inner, bool) or not isinstance(inner, int):
+            raise ExplainError(f"seed must be an integer, got {inner!r}")
+        if seed is not None and seed != inner:
+            raise ExplainError(f"seed={seed} and options seed={inner} disagree; give one")
+        return inner
+    return 0 if seed is None else int(seed)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -309,6 +345,46 @@ def _prepare(preprocess: Callable[[Any], torch.Tensor], image: np.ndarray,
         # read-only; the tensor is never written to, so this is noise for the user.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return preprocess(_pil(_resize_rgb(image, size)))
+
+
+@dataclass
+class _Loaded:
+    """One image ready to explain: ``image`` at the working resolution (H' x W' x 3 uint8),
+    ``x`` the model's input, ``size`` the full (H, W), ``notes`` warnings for its record."""
+
+    index: int
+    image: np.ndarray
+    x: torch.Tensor
+    size: tuple[int, int]
+    notes: list[str]
+
+    @property
+    def working_size(self) -> tuple[int, int] | None:
+        """(H', W') when the image was scaled down, else ``None``."""
+        hw = (int(self.image.shape[0]), int(self.image.shape[1]))
+        return None if hw == self.size else hw
+
+
+def _load(index: int, src: ImageSource, rm: ResolvedModel) -> _Loaded:
+    """Read ``src`` within :data:`MAX_IMAGE_SIDE` and prepare the model's input.
+
+    Raises:
+        ImageReadError: unreadable. ImageSizeError: smaller than :data:`MIN_IMAGE_SIDE`.
+    """
+    image, size = src.load_bounded(MAX_IMAGE_SIDE)
+    if min(size) < MIN_IMAGE_SIDE:
+        raise ImageSizeError(
+            f"{src.label}: {size[0]} x {size[1]} pixels is too small to explain (each side "
+            f"must be at least {MIN_IMAGE_SIDE} pixels)"
+        )
+    notes = []
+    if tuple(image.shape[:2]) != size:
+        note = (f"{src.label}: {size[0]} x {size[1]} pixels is explained at "
+                f"{image.shape[0]} x {image.shape[1]} (longer side at most {MAX_IMAGE_SIDE}); "
+                "the maps are written at the full size")
+        warnings.warn(note, InputIBAWarning, stacklevel=2)
+        notes.append(note)
+    return _Loaded(index, image, _prepare(rm.preprocess, image, rm.input_size), size, notes)
 
 
 def _to_batches(images: Iterator[np.ndarray], preprocess: Callable[[Any], torch.Tensor],
@@ -521,11 +597,14 @@ def _map_back(t: torch.Tensor | None, size: tuple[int, int], preserve_sum: bool 
         m = m.mean(1, keepdim=True)
     h, w = m.shape[-2:]
     out = resize_map(m, size)
+    if out.data_ptr() == m.data_ptr():
+        out = out.clone()
+    # in place from here: a full-size map of a large photo is hundreds of MB
     if preserve_sum:
-        out = out * (h * w) / (size[0] * size[1])
-    out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-    out = out.clamp(0.0, 1.0) if clip01 else out.clamp_min(0.0)
-    return out[0, 0].numpy().astype(np.float32)
+        out.mul_((h * w) / (size[0] * size[1]))
+    torch.nan_to_num_(out, nan=0.0, posinf=0.0, neginf=0.0)
+    out.clamp_(0.0, 1.0) if clip01 else out.clamp_(min=0.0)
+    return out[0, 0].numpy()
 
 
 def _class_name(rm: ResolvedModel, idx: int | None) -> str | None:
@@ -552,8 +631,19 @@ def _merge_results(out_dir: Path, records: list[dict[str, Any]]) -> list[dict[st
                 old = [r for r in data if isinstance(r, dict) and "name" in r]
     merged: dict[str, dict[str, Any]] = {r["name"]: r for r in old}
     for r in records:
+        before = merged.get(r["name"])
+        if r.get("status") != "ok" and before is not None and _still_ok(out_dir, before):
+            continue  # a later failure never downgrades a finished result (its files stand)
         merged[r["name"]] = r
     return list(merged.values())
+
+
+def _still_ok(out_dir: Path, record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` is an ``ok`` record whose output files are all still there."""
+    outputs = record.get("outputs")
+    if record.get("status") != "ok" or not isinstance(outputs, Mapping) or not outputs:
+        return False
+    return all(isinstance(f, str) and (out_dir / f).is_file() for f in outputs.values())
 
 
 def _write_index(out_dir: Path, records: list[dict[str, Any]], subtitle: str) -> None:
@@ -574,7 +664,7 @@ def explain_images(
     options: Mapping[str, Any] | None = None,
     batch_size: int = 2,
     device: str | torch.device | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
     estimation_samples: int | None = None,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
@@ -606,14 +696,18 @@ def explain_images(
             memory grows with it: about 2.5 GB per image for EfficientNet-Lite0 at 224 px
             with the ``fast`` preset, mostly the WGAN's generator batch).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        seed: seeds torch and the stand-in estimation set.
+        seed: seeds torch and the stand-in estimation set; image ``i`` of the run uses
+            ``seed + i``. Default: ``options["seed"]`` when given, else 0.
         out_dir: the output folder (created; files of other images already there are kept, and
             ``results.json`` / ``index.html`` list them too).
         estimation_samples: at most this many estimation samples (default: all images of the
             folder, :data:`STANDIN_SAMPLES` for the stand-in).
         preprocess: overrides the model's preprocessing (PIL image -> (C, H, W) tensor).
         class_names: overrides the class names.
-        progress: progress bars (per image and per stage) and a one-line summary on stderr.
+        progress: report progress on stderr: one line per finished image and a one-line
+            summary; on a terminal also one progress bar at a time (the current stage's, or
+            the estimation's). When stderr is not a terminal (a log file, CI, ``nohup``) no
+            bar is drawn, so a log gets a few lines per image, not redraws.
             Skipped inputs are reported on stderr either way.
         method: the attribution method, one of :func:`inputiba.methods.image.available_explainers`
             (default ``"inputiba"``). Other methods write the same files except the stage-1/2
@@ -643,7 +737,7 @@ def explain_images(
     else:
         targets_in = [target] * len(sources)
 
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)  # before any work: a clear line, not a late failure
     for src in sources:
         if src.path is not None and src.error is None and src.path.is_file():
             for suffix in _OUTPUT_SUFFIXES:
@@ -675,6 +769,8 @@ def explain_images(
                   file=sys.stderr)
         return done
 
+    opts = dict(options or {})
+    seed = run_seed(seed, opts)
     device = str(device or _default_device())
     try:
         torch.device(device)
@@ -709,15 +805,15 @@ def explain_images(
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
     resolved_targets = [resolve_target(t, rm.class_names, rm.num_classes) for t in targets_in]
-    opts = dict(options or {})
+    live = progress and is_terminal(sys.stderr)  # bars only where they redraw in place
     stats_info = None
     if method == "inputiba":
-        explainer = _make_explainer(rm, layer, preset, opts, progress)
+        explainer = _make_explainer(rm, layer, preset, opts, live)
     else:
         explainer = _BaselineAdapter(method, rm, layer, user_layer, opts)
     if method in ("inputiba", "iba"):
         stats, stats_info = _obtain_statistics(rm, layer, estimation, statistics,
-                                               estimation_samples, device, seed, progress)
+                                               estimation_samples, device, seed, live)
         explainer.statistics = stats
 
     out.mkdir(parents=True, exist_ok=True)
@@ -731,27 +827,28 @@ def explain_images(
     if method != "inputiba":
         subtitle = f"{method}, model {rm.name}"
 
-    bar = tqdm(total=len(sources), desc="explain", unit="image", disable=not progress)
+    finished = 0
     for start in range(0, len(sources), batch_size):
         chunk = list(range(start, min(start + batch_size, len(sources))))
-        loaded: list[tuple[int, np.ndarray, torch.Tensor]] = []
+        loaded: list[_Loaded] = []
         for i in chunk:
             src = sources[i]
             try:
-                img = src.load()
-                x_i = _prepare(rm.preprocess, img, rm.input_size)
-                loaded.append((i, img, x_i))
+                loaded.append(_load(i, src, rm))
             except (ImageReadError, ValueError, OSError) as exc:
-                msg = str(exc) if isinstance(exc, ImageReadError) else \
+                msg = str(exc) if isinstance(exc, InputIBAError) else \
                     f"{src.label}: {_one_line(exc)}"
                 records[i] = _failed_record(src, msg, settings)
                 report(f"skipped {msg}")
         if loaded:
             _explain_chunk(explainer, rm, loaded, sources, resolved_targets, records,
                            settings, out, device, seed, report)
-        bar.update(len(chunk))
+        for i in chunk:
+            finished += 1
+            rec = records[i]
+            if progress and rec is not None and rec["status"] == "ok":
+                report(done_line(finished, len(sources), rec))
         _write_index(out, [r for r in records if r is not None], subtitle)
-    bar.close()
     done = [r for r in records if r is not None]
     _write_index(out, done, subtitle)
 
@@ -765,6 +862,23 @@ def explain_images(
                 (", ..." if len(failed) > 5 else "") + ")"
         print(line, file=sys.stderr)
     return done
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (where progress bars redraw in place)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def done_line(k: int, n: int, rec: Mapping[str, Any]) -> str:
+    """The progress line of a finished image: ``[k/n] name: class (p = 0.83), 12.3 s``."""
+    target = rec.get("target") or {}
+    seconds = sum(v for v in (rec.get("seconds") or {}).values() if isinstance(v, (int, float)))
+    prob = rec.get("probability")
+    p = f" (p = {prob:.2f})" if isinstance(prob, float) else ""
+    return f"[{k}/{n}] {rec.get('name')}: {target.get('name')}{p}, {seconds:.1f} s"
 
 
 def _final_losses(values: Any, j: int) -> Any:
@@ -784,12 +898,12 @@ def _pil(arr: np.ndarray) -> Any:
 
 
 def _explain_chunk(explainer: Any, rm: ResolvedModel,
-                   loaded: list[tuple[int, np.ndarray, torch.Tensor]],
+                   loaded: list[_Loaded],
                    sources: list[ImageSource], resolved_targets: list[int | None],
                    records: list[dict[str, Any] | None], settings: Mapping[str, Any], out: Path,
                    device: str, seed: int, report: Callable[[str], None]) -> None:
-    idx = [i for i, _, _ in loaded]
-    x = torch.stack([t for _, _, t in loaded]).to(device)
+    idx = [item.index for item in loaded]
+    x = torch.stack([item.x for item in loaded]).to(device)
     try:
         with torch.no_grad():
             probs = torch.softmax(rm.model(x).float(), dim=1).cpu()
@@ -809,31 +923,42 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
     losses_all = getattr(res, "losses", None) or {}
     res_targets = getattr(res, "targets", None)
     res_probs = getattr(res, "probabilities", None)
-    for j, (i, img, _) in enumerate(loaded):
-        src = sources[i]
-        size = (int(img.shape[0]), int(img.shape[1]))
+    for j, item in enumerate(loaded):
+        i, img, src = item.index, item.image, sources[item.index]
+        size = item.size
+        # the overlay (7 inches at 100 dpi) and the thumbnails are drawn from a copy of at most
+        # DISPLAY_SIDE pixels: drawing a phone photo at full size took most of a minute
+        img = bound_image(img, DISPLAY_SIDE)
+        work = (int(img.shape[0]), int(img.shape[1]))
         t0 = time.perf_counter()
+        feature_t = getattr(res, "feature_map", None)
+        gan_t = getattr(res, "gan_mask", None)
         try:
-            attribution = _map_back(res.attribution[j], size, clip01=True)
-            feature = _map_back(getattr(res, "feature_map", None)[j]
-                                if getattr(res, "feature_map", None) is not None else None,
-                                size, preserve_sum=True)
-            gan = _map_back(getattr(res, "gan_mask", None)[j]
-                            if getattr(res, "gan_mask", None) is not None else None,
-                            size, clip01=True)
             tgt = int(res_targets[j]) if res_targets is not None else targets[j]
             prob = float(res_probs[j]) if res_probs is not None else float(probs[j, tgt])
-            assert attribution is not None
             outputs = {"map": f"{src.name}.npy", "overlay": f"{src.name}.png"}
-            save_npy(out / outputs["map"], attribution)
-            if feature is not None:
-                outputs["feature"] = f"{src.name}.feature.npy"
-                save_npy(out / outputs["feature"], feature)
-            if gan is not None:
-                outputs["gan"] = f"{src.name}.gan.npy"
-                save_npy(out / outputs["gan"], gan)
-            save_overlay(out / outputs["overlay"], img, attribution, _class_name(rm, tgt), prob)
-            write_thumbnails(out, src.name, img, feature, gan, attribution)
+            stats: dict[str, Any] = {}
+            shown: dict[str, np.ndarray | None] = {"feature": None, "gan": None}
+            with file_group():  # all of this image's files, or none of them
+                for key, t, kwargs in (("map", res.attribution[j], {"clip01": True}),
+                                       ("feature", None if feature_t is None else feature_t[j],
+                                        {"preserve_sum": True}),
+                                       ("gan", None if gan_t is None else gan_t[j],
+                                        {"clip01": True})):
+                    full = _map_back(t, size, **kwargs)
+                    if full is None:
+                        continue
+                    outputs[key] = f"{src.name}{'.npy' if key == 'map' else f'.{key}.npy'}"
+                    save_npy(out / outputs[key], full)
+                    stats[key] = (float(full.min()), float(full.max()))
+                    shown[key] = full if work == size else _map_back(t, work, **kwargs)
+                    del full  # one full-size map in memory at a time
+                attribution = shown.pop("map")
+                assert attribution is not None
+                save_overlay(out / outputs["overlay"], img, attribution, _class_name(rm, tgt),
+                             prob)
+                write_thumbnails(out, src.name, img, shown["feature"], shown["gan"],
+                                 attribution)
         except Exception as exc:  # noqa: BLE001 - e.g. disk full: this image fails
             msg = f"{src.label}: writing the results failed: {type(exc).__name__}: " \
                   f"{_one_line(exc)}"
@@ -853,7 +978,9 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             settings=dict(settings),
             seconds={**seconds, "write": round(time.perf_counter() - t0, 3)},
             losses=losses, outputs=outputs,
-            feature_max_bits=None if feature is None else float(feature.max()),
-            gan_range=None if gan is None else [float(gan.min()), float(gan.max())],
+            feature_max_bits=stats["feature"][1] if "feature" in stats else None,
+            gan_range=list(stats["gan"]) if "gan" in stats else None,
+            working_size=None if item.working_size is None else list(item.working_size),
+            warnings=list(item.notes),
         )
         records[i] = rec

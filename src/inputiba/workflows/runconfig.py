@@ -246,6 +246,16 @@ def parse_run_config(data: Any, source: str | None = None) -> RunConfig:
     settings = data.get("inputiba") or {}
     if not isinstance(settings, dict):
         raise RunConfigError(f"'inputiba' must be a mapping{_where(source)}")
+    if "seed" in settings:  # the run's seed has one place: the top-level key
+        settings = dict(settings)
+        inner = settings.pop("seed")
+        if "seed" in data and data["seed"] != inner:
+            raise RunConfigError(f"'seed: {data['seed']}' and 'inputiba.seed: {inner}' disagree; "
+                                 f"keep the top-level 'seed'{_where(source)}")
+        if isinstance(inner, bool) or not isinstance(inner, int):
+            raise RunConfigError(f"'inputiba.seed' must be an integer, got {inner!r}"
+                                 f"{_where(source)}")
+        seed = inner
     names = [f.name for f in fields(InputIBAConfig)]
     for key in settings:
         if key not in names:

@@ -8,8 +8,9 @@ with :class:`~inputiba.modalities.text.TextInputIBA` or a text baseline of
 from __future__ import annotations
 
 import time
+import warnings as _warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from inputiba.core.config import InputIBAConfig
 from inputiba.core.functional import target_probability
 from inputiba.core.layers import frozen_eval
 from inputiba.core.targets import TargetType
+from inputiba.errors import InputIBAWarning, TextInputError
 from inputiba.modalities.text import TextInputIBA
 
 __all__ = ["TokenAttribution", "explain_texts", "text_explainer_for"]
@@ -38,6 +40,12 @@ class TokenAttribution:
         target_label: the explained class's name.
         target_probability: the explained class's probability.
         seconds: this text's share of the batch's wall time.
+        n_tokens: the text's tokens before the cut to the tokenizer's ``max_len``; more than
+            ``len(tokens)`` (+ markers) when the text was cut (see ``warnings``).
+        unknown_tokens: how many of the explained tokens the model does not know (``<unk>``).
+        warnings: what the reader should know (the text was cut; no word is known, so the
+            prediction and scores say nothing about the text). Also issued as
+            :class:`~inputiba.errors.InputIBAWarning`.
     """
 
     text: str
@@ -49,6 +57,9 @@ class TokenAttribution:
     target_label: str
     target_probability: float
     seconds: float = 0.0
+    n_tokens: int = 0
+    unknown_tokens: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -98,6 +109,11 @@ def explain_texts(
 
     if isinstance(texts, str):
         texts = [texts]
+    texts = list(texts)
+    blank = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if not texts or blank:
+        raise TextInputError("no texts given" if not texts else
+                             f"text {blank[0]} is empty (or not a string): nothing to explain")
     tm = model if isinstance(model, TextModel) else load_text_model(str(model))
     if explainer is None:
         if _is_inputiba(method):
@@ -134,6 +150,7 @@ def explain_texts(
             n = int(mask[i].sum())
             row_ids = ids[i, :n].tolist()
             scores = attribution[i, :n].tolist()
+            n_total, n_unknown, notes = _token_checks(tm, text, row_ids, start + i)
             if hasattr(tm.tokenizer, "words"):
                 tokens = tm.tokenizer.words(text)[:n]
             else:
@@ -154,9 +171,35 @@ def explain_texts(
                     target_label=_class_name(tm, tgt),
                     target_probability=float(res_probs[i]),
                     seconds=per_text,
+                    n_tokens=n_total,
+                    unknown_tokens=n_unknown,
+                    warnings=notes,
                 )
             )
     return out
+
+
+def _token_checks(tm: Any, text: str, row_ids: list[int],
+                  index: int) -> tuple[int, int, list[str]]:
+    """(tokens before the cut, unknown tokens explained, warnings) of one text; each warning
+    is also issued as an :class:`InputIBAWarning`."""
+    tok = tm.tokenizer
+    special = tok.special_ids() if hasattr(tok, "special_ids") else set()
+    words = [t for t in row_ids if t not in special]
+    n_total = tok.count(text) if hasattr(tok, "count") else len(row_ids)
+    unk = getattr(tok, "unk_id", None)
+    n_unknown = sum(t == unk for t in words) if unk is not None else 0
+    label = f"text {index} ({text[:40]!r}{'...' if len(text) > 40 else ''})"
+    notes = []
+    if n_total > len(row_ids):
+        notes.append(f"{label}: cut to its first {len(row_ids)} of {n_total} tokens (the "
+                     f"model's limit); the rest is neither classified nor explained")
+    if words and n_unknown == len(words):
+        notes.append(f"{label}: none of its {len(words)} tokens is known to the model "
+                     "(all unknown): its prediction and scores say nothing about the text")
+    for note in notes:
+        _warnings.warn(note, InputIBAWarning, stacklevel=3)
+    return n_total, n_unknown, notes
 
 
 def _is_inputiba(method: str) -> bool:
