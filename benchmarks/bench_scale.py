@@ -64,7 +64,7 @@ def make_folder(folder: Path, n: int, seed: int = 0) -> None:
 def make_statistics(path: Path, n: int, device: str = "cpu") -> None:
     from inputiba import estimate_layer_statistics
     from inputiba.models.image import load_model
-    from inputiba.workflows.explain import standin_batches
+    from inputiba.workflows.statistics import standin_batches
 
     model, prep = load_model("efficientnet-lite0", device=device)
     with warnings.catch_warnings():

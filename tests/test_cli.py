@@ -25,7 +25,8 @@ from PIL import Image
 import inputiba
 from inputiba.cli import main
 from inputiba.data.assets import builtin_photos
-from inputiba.workflows.explain import RECORD_KEYS, explain_images
+from inputiba.workflows.explain import explain_images
+from inputiba.workflows.records import RECORD_KEYS
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(inputiba.__file__).resolve().parents[1]  # the inputiba these tests import

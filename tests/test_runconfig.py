@@ -114,7 +114,7 @@ def test_shipped_image_layers_exist_with_the_documented_shapes():
     """Each image configuration's layer is a real layer of its architecture."""
     import torchvision
 
-    from inputiba.workflows.explain import resolve_model
+    from inputiba.models.resolve import resolve_model
 
     for name in ("vgg16_imagenet", "resnet50_imagenet"):
         cfg = load_run_config(name)

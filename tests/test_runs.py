@@ -24,7 +24,7 @@ import inputiba.workflows.dataset as runs
 from inputiba import LayerStatistics
 from inputiba.cli import main
 from inputiba.data.assets import builtin_photos
-from inputiba.data.datasets import list_dataset, split_dataset
+from inputiba.data.folders import list_dataset, split_dataset
 from inputiba.workflows.dataset import accelerated, explain_dataset
 from inputiba.workflows.explain import ExplainError
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from inputiba.core.layers import layer_shapes
-    from inputiba.workflows.explain import resolve_model
+    from inputiba.models.resolve import resolve_model
     from inputiba.workflows.runconfig import RunConfig, load_run_config
 
     cfg = load_run_config(args.config) if args.config else RunConfig()

@@ -1,5 +1,5 @@
 """``inputiba split-dataset``: split a folder into an estimation set and an attribution set,
-N images per class, seeded (a thin layer over :func:`inputiba.data.datasets.split_dataset`)."""
+N images per class, seeded (a thin layer over :func:`inputiba.data.folders.split_dataset`)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inputiba.data.datasets import split_dataset
+    from inputiba.data.folders import split_dataset
 
     result = split_dataset(args.dataset, args.out, args.estimation, args.attribution,
                            seed=args.seed, split=args.split, layout=args.layout, mode=args.mode,

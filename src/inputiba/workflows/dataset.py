@@ -1,7 +1,7 @@
 """Dataset-scale attribution: resumable, fault-tolerant, sharded over processes and GPUs.
 
 :func:`explain_dataset` is what ``inputiba explain-dataset`` runs. It explains every image of a
-dataset (:func:`inputiba.data.datasets.list_dataset`: an ImageNet folder, a plain folder, a subset)
+dataset (:func:`inputiba.data.folders.list_dataset`: an ImageNet folder, a plain folder, a subset)
 with the same per-image outputs as :func:`inputiba.workflows.explain.explain_images` (it reuses its model
 resolution, statistics and per-batch writer), and adds:
 
@@ -31,14 +31,12 @@ its map does not depend on the batch, the shard or the resume point it ran in.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,31 +49,30 @@ from inputiba import __version__
 from inputiba.core.layers import LayerNotFoundError, get_layer
 from inputiba.core.statistics import LayerStatistics
 from inputiba.core.targets import resolve_target
-from inputiba.data.datasets import DatasetItem, list_dataset
+from inputiba.data.folders import DatasetItem, list_dataset
 from inputiba.data.io import (
-    ImageReadError,
     ImageSource,
     check_output_dir,
     output_stem,
     save_json,
     save_text,
 )
-from inputiba.errors import InputIBAError
+from inputiba.models.resolve import _one_line, resolve_model
 from inputiba.report.gallery import write_gallery
+from inputiba.workflows.distributed import (
+    PRECISIONS,
+    DistributedContext,
+    accelerated,
+)
 from inputiba.workflows.explain import (
     DEFAULT_OUT_DIR,
     ExplainError,
-    _explain_chunk,
-    _failed_record,
-    _load,
-    _Loaded,
     _make_explainer,
-    _obtain_statistics,
-    _one_line,
-    is_terminal,
-    resolve_model,
+    load_and_explain,
     run_seed,
 )
+from inputiba.workflows.records import is_terminal
+from inputiba.workflows.statistics import _obtain_statistics
 
 __all__ = [
     "explain_dataset",
@@ -86,8 +83,6 @@ __all__ = [
     "RUN_KEYS",
 ]
 
-#: ``precision`` values: full float32, or autocast to bfloat16 / float16.
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Settings in ``run.json`` that a resumed run must share with the first one (they change maps).
 RUN_KEYS = ("model", "weights", "layer", "preset", "options", "seed", "targets", "layout",
@@ -129,113 +124,8 @@ class DatasetRunSummary:
 # torch.distributed
 
 
-@dataclass
-class DistributedContext:
-    """Rank, world size and device of this process.
-
-    ``from_environment`` joins the group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the
-    environment), or uses an already initialised group; otherwise one process, rank 0.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_environment(cls, device: str | None) -> DistributedContext:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(),
-                       int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        if not dist.is_available():
-            raise ExplainError("WORLD_SIZE > 1 but this torch has no torch.distributed")
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        if cuda:
-            torch.cuda.set_device(local)
-        # the final barrier waits for the slowest shard: allow long runs
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(days=7))
-        return cls(dist.get_rank(), dist.get_world_size(), local, initialised_here=True)
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj`` (a list on every rank)."""
-        if not self.active:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.initialised_here:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
 # --------------------------------------------------------------------------------------------
 # mixed precision
-
-
-@contextlib.contextmanager
-def accelerated(explainer: Any, precision: str = "fp32", device: str | torch.device = "cpu",
-                channels_last: bool = False) -> Iterator[None]:
-    """Run the explainer's network in reduced precision and/or channels-last memory format,
-    while everything InputIBA optimises stays float32.
-
-    ``torch.autocast`` covers the forward passes; a hook turns the bottleneck layer's output
-    back into a float32, contiguous (NCHW) tensor, so stage 1's alpha, the features stage 2's
-    critic sees and every loss are float32, and only the network's own layers run in
-    ``bfloat16`` / ``float16`` and/or channels-last. The model's weights are converted to
-    channels-last for the duration and back afterwards.
-
-    Args:
-        explainer: an :class:`inputiba.InputIBA` (``.module`` is the bottleneck layer).
-        precision: a key of :data:`PRECISIONS` (``"fp32"``: no autocast).
-        device: where the model runs (autocast's device type).
-        channels_last: channels-last weights (faster convolutions on recent GPUs).
-    """
-    if precision not in PRECISIONS:
-        raise ExplainError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    dtype = PRECISIONS[precision]
-    if dtype is None and not channels_last:
-        yield
-        return
-
-    def to_float(_m: nn.Module, _i: Any, out: Any) -> Any:
-        if isinstance(out, torch.Tensor) and out.is_floating_point():
-            return out.float().contiguous()
-        return out
-
-    handle = explainer.module.register_forward_hook(to_float)
-    # the hooks of layer_output (stage 2) must see the converted output: run this one first
-    explainer.module._forward_hooks.move_to_end(handle.id, last=False)
-    if channels_last:
-        explainer.model.to(memory_format=torch.channels_last)
-    try:
-        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            yield
-    finally:
-        handle.remove()
-        if channels_last:
-            explainer.model.to(memory_format=torch.contiguous_format)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,16 +234,16 @@ def explain_dataset(
     """Explain every image of a dataset; resumable, fault-tolerant, sharded under torchrun.
 
     Args:
-        dataset: a dataset folder (see :func:`inputiba.data.datasets.list_dataset`) or items.
+        dataset: a dataset folder (see :func:`inputiba.data.folders.list_dataset`) or items.
         model: as in :func:`inputiba.workflows.explain.explain_images`.
         weights: as there.
         layer: as there.
         targets: ``"auto"`` (the item's folder class in an ImageNet layout, else the predicted
             class), ``"folder"`` (the folder class; an error where unknown), ``"predicted"``,
             or one class index or name for all items.
-        split: passed to :func:`~inputiba.data.datasets.list_dataset`.
-        subset: passed to :func:`~inputiba.data.datasets.list_dataset`.
-        class_index: passed to :func:`~inputiba.data.datasets.list_dataset`.
+        split: passed to :func:`~inputiba.data.folders.list_dataset`.
+        subset: passed to :func:`~inputiba.data.folders.list_dataset`.
+        class_index: passed to :func:`~inputiba.data.folders.list_dataset`.
         estimation: as in :func:`inputiba.workflows.explain.explain_images`.
         statistics: ready statistics (object or file); else estimated once (rank 0) from
             ``estimation`` and saved as ``<out>/statistics.pt``, which a resumed run reuses.
@@ -421,6 +311,87 @@ def explain_dataset(
         ctx.close()
 
 
+def _targets_per_item(items: Sequence[DatasetItem], targets: Any,
+                      rm: Any) -> dict[int, int | None]:
+    """``item index -> class`` (``None``: the prediction) for ``targets`` = a class for all,
+    ``"predicted"``, ``"folder"`` (the ImageNet folder's class) or ``"auto"`` (folder, else
+    predicted)."""
+    fixed = None
+    if targets not in ("auto", "folder", "predicted"):
+        fixed = resolve_target(targets, rm.class_names, rm.num_classes)
+    target_of: dict[int, int | None] = {}
+    for it in items:
+        if fixed is not None:
+            target_of[it.index] = fixed
+        elif targets == "predicted":
+            target_of[it.index] = None
+        else:
+            if it.label is None and targets == "folder":
+                raise ExplainError(f"{it.path}: no folder class (targets='folder' needs an "
+                                   "ImageNet layout with imagenet_class_index.json)")
+            if it.label is not None and not 0 <= it.label < rm.num_classes:
+                raise ExplainError(f"{it.path}: folder class {it.label} is out of range for a "
+                                   f"model with {rm.num_classes} classes")
+            target_of[it.index] = it.label
+    return target_of
+
+
+def _shared_statistics(ctx: DistributedContext, out: Path, rm: Any, layer: str, statistics: Any,
+                       estimation: Any, estimation_samples: int | None, dev: str, seed: int,
+                       live: bool, run_settings: dict[str, Any]) -> tuple[Any, Any]:
+    """The layer statistics, computed once on rank 0 and kept in the output folder for the
+    other ranks and for reruns; rank 0 also writes ``run.json``."""
+    main_rank = ctx.rank == 0
+    stats_file = out / "statistics.pt"
+    if statistics is not None:
+        stats, stats_info = _obtain_statistics(rm, layer, None, statistics, estimation_samples,
+                                               dev, seed, live)
+    else:
+        if main_rank:
+            out.mkdir(parents=True, exist_ok=True)
+            save_json(out / "run.json", {**run_settings, "inputiba": __version__})
+            if stats_file.is_file():
+                stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev,
+                                                       seed, live)
+            else:
+                stats, stats_info = _obtain_statistics(rm, layer, estimation, None,
+                                                       estimation_samples, dev, seed, live)
+                stats.save(stats_file, model=rm.name, layer=layer,
+                           source=stats_info.get("source"))
+        ctx.barrier()
+        if not main_rank:
+            stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev, seed,
+                                                   False)
+    if statistics is not None and main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "run.json", {**run_settings, "inputiba": __version__})
+    return stats, stats_info
+
+
+def _summary(ctx: DistributedContext, counts: list[dict[str, Any]], total: int, t_start: float,
+             out: Path, progress: bool, mine: tuple[int, int, int, float]) -> DatasetRunSummary:
+    """The run's summary: over all ranks on rank 0 (written to ``summary.json``), this rank's
+    own counts elsewhere."""
+    done, skipped, failed, explain_seconds = mine
+    seconds = round(time.perf_counter() - t_start, 3)
+    if ctx.rank != 0:
+        return DatasetRunSummary(
+            total=total, done=done, skipped=skipped, failed=failed, seconds=seconds,
+            images_per_second=round(done / explain_seconds, 4) if explain_seconds else 0.0,
+            world_size=ctx.world_size, out_dir=str(out))
+    total_done = sum(c["done"] for c in counts)
+    busy = max(c["seconds"] for c in counts)
+    summary = DatasetRunSummary(
+        total=total, done=total_done, skipped=sum(c["skipped"] for c in counts),
+        failed=sum(c["failed"] for c in counts), seconds=seconds,
+        images_per_second=round(total_done / busy, 4) if busy > 0 else 0.0,
+        world_size=ctx.world_size, out_dir=str(out))
+    save_json(out / "summary.json", asdict(summary))
+    if progress:
+        print(f"inputiba: {summary.line()} -> {out}", file=sys.stderr)
+    return summary
+
+
 def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
          t_start: float, *, model: Any, weights: Any, layer: str | None, targets: Any,
          estimation: Any, statistics: Any, estimation_samples: int | None, preset: str,
@@ -450,25 +421,7 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
         get_layer(rm.model, layer)
     except LayerNotFoundError as exc:
         raise ExplainError(str(exc)) from None
-    # targets per item
-    fixed = None
-    if targets not in ("auto", "folder", "predicted"):
-        fixed = resolve_target(targets, rm.class_names, rm.num_classes)
-    target_of: dict[int, int | None] = {}
-    for it in items:
-        if fixed is not None:
-            target_of[it.index] = fixed
-        elif targets == "predicted":
-            target_of[it.index] = None
-        else:
-            if it.label is None and targets == "folder":
-                raise ExplainError(f"{it.path}: no folder class (targets='folder' needs an "
-                                   "ImageNet layout with imagenet_class_index.json)")
-            if it.label is not None and not 0 <= it.label < rm.num_classes:
-                raise ExplainError(f"{it.path}: folder class {it.label} is out of range for a "
-                                   f"model with {rm.num_classes} classes")
-            target_of[it.index] = it.label
-
+    target_of = _targets_per_item(items, targets, rm)
     explainer = _make_explainer(rm, layer, preset, options, progress=False)
     run_settings: dict[str, Any] = {
         "model": rm.name, "weights": None if weights is None else str(weights), "layer": layer,
@@ -482,30 +435,9 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     _check_run_settings(out, run_settings)
     ctx.barrier()
 
-    # statistics: once, on rank 0, kept in the output folder for the other ranks and reruns
-    stats_file = out / "statistics.pt"
-    if statistics is not None:
-        stats, stats_info = _obtain_statistics(rm, layer, None, statistics, estimation_samples,
-                                               dev, seed, live)
-    else:
-        if main_rank:
-            out.mkdir(parents=True, exist_ok=True)
-            save_json(out / "run.json", {**run_settings, "inputiba": __version__})
-            if stats_file.is_file():
-                stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev,
-                                                       seed, live)
-            else:
-                stats, stats_info = _obtain_statistics(rm, layer, estimation, None,
-                                                       estimation_samples, dev, seed, live)
-                stats.save(stats_file, model=rm.name, layer=layer,
-                           source=stats_info.get("source"))
-        ctx.barrier()
-        if not main_rank:
-            stats, stats_info = _obtain_statistics(rm, layer, None, stats_file, None, dev, seed,
-                                                   False)
-    if statistics is not None and main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        save_json(out / "run.json", {**run_settings, "inputiba": __version__})
+    stats, stats_info = _shared_statistics(ctx, out, rm, layer, statistics, estimation,
+                                           estimation_samples, dev, seed, live,
+                                           run_settings)
     explainer.statistics = stats
 
     settings = {
@@ -543,20 +475,9 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
             chunk = todo[start:start + batch_size]
             t0 = time.perf_counter()
             records: dict[int, dict[str, Any]] = {}
-            loaded: list[_Loaded] = []
-            for it in chunk:
-                src = sources[it.index]
-                try:
-                    loaded.append(_load(it.index, src, rm))
-                except (ImageReadError, ValueError, OSError) as exc:
-                    msg = str(exc) if isinstance(exc, InputIBAError) else \
-                        f"{src.label}: {_one_line(exc)}"
-                    records[it.index] = _failed_record(src, msg, settings)
-                    report(f"skipped {msg}")
-            if loaded:
-                with accelerated(explainer, precision, dev, channels_last):
-                    _explain_chunk(explainer, rm, loaded, sources, target_of, records, settings,
-                                   out, dev, seed, report)
+            load_and_explain([it.index for it in chunk], sources, rm, explainer, target_of,
+                             records, settings, out, dev, seed, report,
+                             accelerated(explainer, precision, dev, channels_last))
             explain_seconds += time.perf_counter() - t0
             ok_rows, fail_rows = [], []
             for it in chunk:
@@ -585,25 +506,8 @@ def _run(ctx: DistributedContext, items: list[DatasetItem], dataset_label: str,
     if main_rank:
         _merge(out, items, gallery, gallery_limit, f"model {rm.name}, layer {layer}, preset {preset}")
     ctx.barrier()
-    if main_rank:
-        total_done = sum(c["done"] for c in counts)
-        busy = max(c["seconds"] for c in counts)
-        summary = DatasetRunSummary(
-            total=len(items), done=total_done, skipped=sum(c["skipped"] for c in counts),
-            failed=sum(c["failed"] for c in counts),
-            seconds=round(time.perf_counter() - t_start, 3),
-            images_per_second=round(total_done / busy, 4) if busy > 0 else 0.0,
-            world_size=ctx.world_size, out_dir=str(out))
-        save_json(out / "summary.json", asdict(summary))
-        if progress:
-            print(f"inputiba: {summary.line()} -> {out}", file=sys.stderr)
-    else:
-        summary = DatasetRunSummary(
-            total=len(items), done=done, skipped=skipped, failed=failed,
-            seconds=round(time.perf_counter() - t_start, 3),
-            images_per_second=round(done / explain_seconds, 4) if explain_seconds else 0.0,
-            world_size=ctx.world_size, out_dir=str(out))
-    return summary
+    return _summary(ctx, counts, len(items), t_start, out, progress,
+                    (done, skipped, failed, explain_seconds))
 
 
 def _merge(out: Path, items: list[DatasetItem], gallery: bool, gallery_limit: int | None,
