@@ -50,3 +50,11 @@ def test_every_setting_has_a_rule_and_every_preset_is_valid():
     assert {f.name for f in fields(InputIBAConfig)} == set(SETTING_RULES)
     for name in PRESETS:
         resolve_config(name)
+
+
+def test_fast_nogan_is_fast_without_the_gan_stage():
+    fast, lean = resolve_config("fast"), resolve_config("fast-nogan")
+    assert lean.gan_epochs == 0
+    diff = {k for k, v in lean.to_dict().items() if fast.to_dict()[k] != v}
+    assert diff == {"gan_epochs"}
+    assert resolve_config("paper").gan_epochs == 20  # the original settings stay as they are

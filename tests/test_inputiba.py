@@ -349,3 +349,12 @@ def test_ensemble_is_the_mean_of_its_members(digits, digits_model, digits_stats)
     assert det.losses["input"]["total"].shape[0] == 2 * k
     with pytest.raises(ValueError, match="ensemble"):
         ex.attribute(x, ensemble=0)
+
+
+def test_fast_nogan_preset_runs_stage_3_on_the_initial_mask(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    res = InputIBA(digits_model, "features.4", digits_stats, preset="fast-nogan").attribute(
+        x, return_details=True)
+    assert torch.allclose(res.gan_mask, torch.sigmoid(res.feature_map), atol=1e-6)
+    assert res.losses["input"]["total"].shape == (2, 20)
+    assert ((res.attribution >= 0) & (res.attribution <= 1)).all()
