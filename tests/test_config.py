@@ -69,3 +69,11 @@ def test_gan_critic_widths_capped_or_original():
     assert widths["capped"] == [256, 512, 128]
     small = ImageCritic(1, 64, (8, 8), max_channels=CRITIC_WIDTHS["capped"])
     assert [m.out_channels for m in small.convs if hasattr(m, "out_channels")] == [128, 256, 64]
+
+
+def test_fast_nogan_is_fast_without_the_gan_stage():
+    fast, lean = resolve_config("fast"), resolve_config("fast-nogan")
+    assert lean.gan_epochs == 0
+    diff = {k for k, v in lean.to_dict().items() if fast.to_dict()[k] != v}
+    assert diff == {"gan_epochs"}
+    assert resolve_config("paper").gan_epochs == 20  # the original settings stay as they are

@@ -312,3 +312,49 @@ def test_another_model_gets_its_own_statistics(digits, digits_model):
     with pytest.warns(UserWarning, match="statistics of 'features.4' in the original model"):
         shared = ex.with_model(other)
     assert shared.statistics is ex.statistics
+
+
+def test_no_gan_keeps_the_initial_mask_as_prior(digits, digits_model, digits_stats):
+    """gan_epochs=0: stage 2 is skipped; its mask is sigmoid(theta_init), the stage-1 capacity
+    in bits per pixel, and stage 3 still runs on it. A trained GAN moves the mask off it."""
+    x = digits[2][:2]
+    res = _explainer(digits_model, digits_stats, gan_epochs=0).attribute(x, return_details=True)
+    assert torch.allclose(res.gan_mask, torch.sigmoid(res.feature_map), atol=1e-6)
+    assert res.losses["gan"]["generator"].shape == (2, 0)
+    assert res.losses["input"]["total"].shape == (2, SMALL["input_steps"])
+    assert ((res.attribution >= 0) & (res.attribution <= 1)).all()
+    trained = _explainer(digits_model, digits_stats, gan_lr_theta=0.1,
+                         gan_critic_iters=1).attribute(x, return_details=True)
+    assert (trained.gan_mask - torch.sigmoid(trained.feature_map)).abs().max() > 1e-3
+
+
+def test_ensemble_is_the_mean_of_its_members(digits, digits_model, digits_stats):
+    """ensemble=K: sample i's map is the mean of the single-seed maps of seeds s_i + k."""
+    x = digits[2][:2]
+    ex = _explainer(digits_model, digits_stats)
+    k = 3
+    ens = ex.attribute(x, target=[3, 5], seed=7, ensemble=k)
+    assert ens.shape == (2, 1, 32, 32)
+    for i, t in enumerate([3, 5]):
+        members = [ex.attribute(x[[i]], target=[t], seed=[7 + i * k + j]) for j in range(k)]
+        assert torch.allclose(ens[i], torch.stack(members).mean(0)[0], atol=1e-4)
+        # the members differ, so the mean is not any one of them
+        assert not torch.allclose(members[0], members[1], atol=1e-3)
+    # a sequence of seeds gives the base seeds; a batch neighbour does not change a map
+    seq = ex.attribute(x[[1, 0]], target=[5, 3], seed=[7 + k, 7], ensemble=k)
+    assert torch.allclose(seq[0], ens[1], atol=1e-4) and torch.allclose(seq[1], ens[0], atol=1e-4)
+    det = ex.attribute(x, target=[3, 5], seed=7, ensemble=k, return_details=True)
+    assert torch.allclose(det.attribution, ens, atol=1e-6)
+    assert det.targets.tolist() == [3, 5] and det.gan_mask.shape == (2, 1, 32, 32)
+    assert det.losses["input"]["total"].shape[0] == 2 * k
+    with pytest.raises(ValueError, match="ensemble"):
+        ex.attribute(x, ensemble=0)
+
+
+def test_fast_nogan_preset_runs_stage_3_on_the_initial_mask(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    res = InputIBA(digits_model, "features.4", digits_stats, preset="fast-nogan").attribute(
+        x, return_details=True)
+    assert torch.allclose(res.gan_mask, torch.sigmoid(res.feature_map), atol=1e-6)
+    assert res.losses["input"]["total"].shape == (2, 20)
+    assert ((res.attribution >= 0) & (res.attribution <= 1)).all()

@@ -72,6 +72,7 @@ CONFIG_KEYS = {
 def register(subparsers: Any) -> None:
     """Add the ``explain`` parser."""
     from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.core.config import PRESETS
     from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
     p = subparsers.add_parser(
@@ -107,8 +108,9 @@ def register(subparsers: Any) -> None:
                    help="attribution method: inputiba (default), iba, gradcam, "
                         "integrated_gradients, guided_backprop, deepshap, extremal_perturbation, "
                         "random; --set KEY=VALUE then sets that method's options")
-    p.add_argument("-p", "--preset", default=Default("fast"), choices=("fast", "paper"),
-                   help="settings: 'fast' (default) or 'paper' (the original configuration)")
+    p.add_argument("-p", "--preset", default=Default("fast"), choices=tuple(PRESETS),
+                   help="settings: 'fast' (default), 'paper' (the original configuration) or "
+                        "'fast-nogan' (fast without the WGAN stage)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
     p.add_argument("-b", "--batch-size", type=_positive_int, default=2, metavar="N",

@@ -342,7 +342,8 @@ def fit_gan_mask(
 ) -> GanResult:
     """Train B generators against B critics; return the generators' input masks.
 
-    Each epoch visits the ``settings.dataset_size`` real samples (:class:`RealSamples`) in a
+    With ``settings.epochs == 0`` nothing trains: the mask is ``sigmoid(theta_init)`` and no
+    random numbers are drawn. Each epoch visits the ``settings.dataset_size`` real samples (:class:`RealSamples`) in a
     fresh random order in batches of ``settings.batch_size``; batch ``i`` trains the critic
     (RMSprop, weights clipped to ``+-settings.clip``) and, when ``i % settings.critic_iters ==
     0``, the generator (:class:`MaskGenerator`, RMSprop with per-parameter learning rates).
@@ -371,6 +372,12 @@ def fit_gan_mask(
     dev, dt = x.device, x.dtype
     in_shape = tuple(x.shape[1:])
     generator = MaskGenerator(x, theta_init, noise_param_shape)
+    if settings.epochs == 0:  # no GAN: the initial mask, untouched (the critic is never used)
+        empty = torch.zeros(b, 0)
+        return GanResult(mask=generator.mask().detach(), theta=generator.theta.detach(),
+                         noise_mean=generator.noise_mean.detach(),
+                         noise_scale=generator.noise_scale.detach(),
+                         losses={"critic": empty, "generator": empty})
     opt_g = generator.optimizer(settings)
     critic.to(dev).train()
     opt_d = torch.optim.RMSprop(critic.parameters(), lr=settings.critic_lr)

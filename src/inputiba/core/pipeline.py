@@ -7,7 +7,8 @@ prior and the noise of the input bottleneck), and :func:`run_stages` runs:
 
 1. the feature bottleneck on the layer activation R (:func:`~inputiba.core.bottleneck.fit_feature_bottleneck`);
 2. the WGAN that finds an input mask whose effect at R matches it (:func:`~inputiba.core.gan.fit_gan_mask`);
-3. the input bottleneck with the GAN's mask as prior (:func:`~inputiba.core.bottleneck.fit_input_bottleneck`),
+3. the input bottleneck with the GAN's mask as prior (``gan_epochs=0``: stage 2 is skipped and the
+   generator's initial mask is the prior) (:func:`~inputiba.core.bottleneck.fit_input_bottleneck`),
 
 timing each stage. Every sample of the batch has its own parameters, target and random stream.
 """
@@ -152,7 +153,8 @@ def run_stages(batch: StageAdapter, target: torch.Tensor, rng: SampleRNG,
         feat = run_feature_stage(batch, target, rng, cfg, progress)
     with _timed(seconds, "gan"):
         gan_cfg = cfg.gan
-        critic = batch.critic(rng)
+        # gan_epochs 0 (no GAN): stage 3's prior is the generator's initial mask; no critic
+        critic = batch.critic(rng) if gan_cfg.epochs > 0 else nn.Identity()
         gan = fit_gan_mask(
             batch.gan_features, batch.gan_inputs, batch.features,
             feat.kl if gan_cfg.real == "capacity" else feat.lamb, critic, rng, gan_cfg,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SampleRNG", "sample_seeds"]
+__all__ = ["SampleRNG", "ensemble_seeds", "sample_seeds"]
 
 
 def sample_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
@@ -26,6 +26,23 @@ def sample_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     if len(seeds) != batch:
         raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch} samples")
     return seeds
+
+
+def ensemble_seeds(seed: int | Sequence[int] | None, batch: int, members: int) -> list[int]:
+    """Seeds of ``members`` runs per sample, sample-major (``batch * members`` seeds).
+
+    Member ``k`` of sample ``i`` gets ``s_i + k``, where ``s_i`` is sample ``i``'s base seed: a
+    sequence gives the base seeds as they are; an int gives ``seed + i * members`` (so that no
+    two runs of the batch share a seed); None draws them. ``members=1`` gives
+    :func:`sample_seeds`.
+    """
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    if isinstance(seed, int):
+        base = [seed + i * members for i in range(batch)]
+    else:
+        base = sample_seeds(seed, batch)
+    return [s + k for s in base for k in range(members)]
 
 
 class SampleRNG:

@@ -45,7 +45,7 @@ from inputiba.core.layers import (
 )
 from inputiba.core.memory import keep_freed_memory
 from inputiba.core.pipeline import StageAdapter, run_feature_stage, run_stages
-from inputiba.core.rng import SampleRNG, sample_seeds
+from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
 from inputiba.errors import InputError, StatisticsError
@@ -218,17 +218,26 @@ class _LayerAttribution:
         active = stats.active(self.config.active_threshold).to(r.device, r.dtype)
         return mean, std, active
 
-    def _prepare(self, inputs: Any, target: TargetType, seed: int | Sequence[int] | None
+    def _prepare(self, inputs: Any, target: TargetType, seed: int | Sequence[int] | None,
+                 members: int = 1
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, SampleRNG]:
-        """(x on the model's device, targets, their probabilities, per-sample random streams);
-        call inside :meth:`_running`."""
+        """(x on the model's device, targets, their (B,) probabilities, random streams); call
+        inside :meth:`_running`.
+
+        With ``members`` K > 1, x and the targets are repeated K times per sample
+        (sample-major, (B * K, ...)) with one random stream per run
+        (:func:`~inputiba.core.rng.ensemble_seeds`).
+        """
         x, device = self._to_model(check_image_batch(inputs))
         with torch.no_grad():
             logits = model_forward(self.model, x)
         t = resolve_targets(logits, target)
-        rng = SampleRNG(sample_seeds(self.config.seed if seed is None else seed, x.shape[0]),
-                        device)
-        return x, t, target_probability(logits, t), rng
+        probs = target_probability(logits, t)
+        seeds = ensemble_seeds(self.config.seed if seed is None else seed, x.shape[0], members)
+        if members > 1:
+            x = to_channels_last(x.repeat_interleave(members, dim=0), self.config.channels_last)
+            t = t.repeat_interleave(members)
+        return x, t, probs, SampleRNG(seeds, device)
 
     def _running(self) -> Any:
         """The model in eval mode (and channels-last if configured) for the run, restored after."""
@@ -450,6 +459,7 @@ class InputIBA(_LayerAttribution):
         target: TargetType = None,
         *,
         seed: int | Sequence[int] | None = None,
+        ensemble: int = 1,
         return_details: bool = False,
     ) -> torch.Tensor | InputIBAResult:
         """Explain ``inputs`` for ``target``.
@@ -460,31 +470,44 @@ class InputIBA(_LayerAttribution):
                 class per sample (list or (B,) tensor).
             seed: per-sample seeds (int: ``seed + i``; default the config's ``seed``); a
                 sample's map depends only on its own input, target and seed.
+            ensemble: K >= 1: each sample's map is the mean of K maps with independent seeds,
+                run as one batch of B * K (member ``k`` of sample ``i`` uses seed ``s_i + k``;
+                an int ``seed`` gives ``s_i = seed + i * K``, a sequence gives the ``s_i``;
+                see :func:`~inputiba.core.rng.ensemble_seeds`). It costs about K times one map
+                and averages out the optimisation's noise.
             return_details: return an :class:`InputIBAResult` with the intermediate maps,
-                losses and timings instead of the map alone.
+                losses and timings instead of the map alone (with ``ensemble`` K > 1, its
+                maps are the members' means and its losses have B * K rows, sample-major).
 
         Returns:
             (B, 1, H, W) float tensor in [0, 1] on the inputs' device, or an
             :class:`InputIBAResult`.
         """
+        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+            raise ValueError(f"ensemble must be an integer >= 1, got {ensemble!r}")
+        k = ensemble
+
+        def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, ...) -> (B, ...)
+            return maps if k == 1 else maps.reshape(-1, k, *maps.shape[1:]).mean(1)
+
         with self._running():
-            x, t, probs, rng = self._prepare(inputs, target, seed)
+            x, t, probs, rng = self._prepare(inputs, target, seed, members=k)
             t0 = time.perf_counter()
             net, split = self._network(x[:1])
             batch = ImageStages(self, net, split, x)
             setup = time.perf_counter() - t0
             res = run_stages(batch, t, rng, self.config, self.progress)
-        attribution = torch.sigmoid(res.input.alpha).mean(1, keepdim=True)
+        attribution = members_mean(torch.sigmoid(res.input.alpha).mean(1, keepdim=True))
         if not return_details:
             return attribution.to(inputs.device if isinstance(inputs, torch.Tensor) else "cpu")
         h, w = x.shape[-2:]
         return InputIBAResult(
             attribution=attribution,
-            feature_map=capacity_map(res.feature.kl, (h, w)),
-            feature_capacity=capacity_map(res.feature.kl),
-            gan_mask=res.gan.mask.mean(1, keepdim=True),
-            input_capacity=capacity_map(res.input.kl),
-            targets=t,
+            feature_map=members_mean(capacity_map(res.feature.kl, (h, w))),
+            feature_capacity=members_mean(capacity_map(res.feature.kl)),
+            gan_mask=members_mean(res.gan.mask.mean(1, keepdim=True)),
+            input_capacity=members_mean(capacity_map(res.input.kl)),
+            targets=t[::k],
             probabilities=probs,
             losses=res.losses,
             seconds={"setup": setup, **res.seconds},

@@ -1,0 +1,363 @@
+"""What each stage of InputIBA buys: an ablation on EfficientNet-Lite0 (``_blocks.5``).
+
+Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset):
+
+* ``paper`` / ``fast``: the full method (stage 1, the WGAN, stage 3);
+* ``*-nogan``: ``gan_epochs=0``: stage 2 skipped, stage 3 with the GAN's *initial* mask (the
+  stage-1 capacity in bits per pixel) as prior;
+* ``*-uniform``: no GAN, stage 3 with a uniform prior 0.5;
+* ``*-s1prior``: no GAN, stage 3 with the stage-1 capacity normalised per image to [0, 1]
+  (clamped to [0.05, 0.95]) as prior: what the GAN's mask is meant to be;
+* ``iba``: stage 1 alone (the paper's stage-1 settings), upsampled;
+* ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds.
+
+Data: the built-in localisation set (photos with boxes) first, then the built-in photos;
+the class is the boxed class the model rates highest, else the prediction; photos whose
+target probability is below 0.1 are left out. Statistics: the built-in stand-in (cached).
+Each photo is explained with ``--seeds`` seeds (all seeds of one photo in one batch).
+
+Scores (:mod:`inputiba.metrics`): deletion and insertion AUC (blurred baseline, ``--step`` of
+the pixels a step), and on photos whose class has boxes: mass in box, pointing game, effective
+heat ratio. Per variant: mean and spread (std) over photo x seed pairs; the PAIRED difference
+to ``--reference`` over the same pairs with a 95% bootstrap interval (resampling the pairs);
+the Pearson correlation of maps between seeds of one photo (between independent ensembles
+for ``-xK``) and with the reference's map of the same photo and seed; seconds per map (wall
+time of the batched call / maps; noisy on a shared machine). For variants that run the GAN,
+how far its mask moved from its initial mask.
+
+Maps are cached in ``--cache`` (one ``.npz`` per variant, photo and seed), so a run can be
+extended (more variants, photos or seeds) without recomputing.
+
+    python benchmarks/ablation.py --quick                      # smoke run, ~2 min
+    python benchmarks/ablation.py                              # default, ~25 min on 2 cores
+    python benchmarks/ablation.py --photos 4 --seeds 3 --variants fast fast-nogan-x4 \\
+        --reference fast --json ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inputiba import IBA, InputIBA
+from inputiba.core.functional import capacity_map
+from inputiba.data.assets import BUILTIN_PHOTO_NAMES, builtin_photos
+from inputiba.data.datasets import load_localization_set, scale_boxes
+from inputiba.metrics import Deletion, EffectiveHeatRatio, Insertion, MassInBox, PointingGame
+from inputiba.modalities import image as image_mod
+from inputiba.workflows.explain import _obtain_statistics, _prepare, resolve_model
+
+LAYER = "_blocks.5"
+MODEL = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration: a preset with overrides, a prior, an ensemble size, or IBA."""
+
+    preset: str = "paper"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    prior: str | None = None  # None: the GAN's (initial) mask; "uniform"; "stage1"
+    ensemble: int = 1
+    iba: bool = False
+
+
+def _variants() -> dict[str, Variant]:
+    out: dict[str, Variant] = {}
+    for p in ("paper", "fast"):
+        out[p] = Variant(p)
+        out[f"{p}-nogan"] = Variant(p, {"gan_epochs": 0})
+        out[f"{p}-uniform"] = Variant(p, {"gan_epochs": 0}, prior="uniform")
+        out[f"{p}-s1prior"] = Variant(p, {"gan_epochs": 0}, prior="stage1")
+    out["iba"] = Variant("paper", iba=True)
+    for k in (2, 4, 8):
+        out[f"fast-x{k}"] = Variant("fast", ensemble=k)
+        out[f"fast-nogan-x{k}"] = Variant("fast", {"gan_epochs": 0}, ensemble=k)
+        out[f"paper-nogan-x{k}"] = Variant("paper", {"gan_epochs": 0}, ensemble=k)
+    return out
+
+
+VARIANTS = _variants()
+DEFAULT_VARIANTS = ["paper", "paper-nogan", "paper-uniform", "iba", "fast", "fast-nogan",
+                    "fast-s1prior", "fast-nogan-x4"]
+QUICK_VARIANTS = ["fast", "fast-nogan", "fast-uniform", "iba", "fast-nogan-x2"]
+
+
+@contextlib.contextmanager
+def _prior(kind: str | None) -> Iterator[None]:
+    """Replace the image adapter's initial GAN mask (the prior when ``gan_epochs=0``)."""
+    if kind is None:
+        yield
+        return
+    original = image_mod.ImageStages.theta_init
+
+    def theta_init(self: image_mod.ImageStages, feature: Any) -> torch.Tensor:
+        b, c, h, w = self.inputs.shape
+        if kind == "uniform":
+            return torch.zeros(b, c, h, w, dtype=self.inputs.dtype, device=self.inputs.device)
+        cap = capacity_map(feature.kl, (h, w))
+        m = (cap / cap.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(0.05, 0.95)
+        return torch.logit(m).expand(b, c, h, w)
+
+    image_mod.ImageStages.theta_init = theta_init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        image_mod.ImageStages.theta_init = original  # type: ignore[method-assign]
+
+
+@dataclass
+class Photo:
+    name: str
+    x: torch.Tensor  # (1, 3, 224, 224) normalised
+    target: int
+    probability: float
+    boxes: np.ndarray | None  # (k, 4) in the 224 x 224 map's pixels, or None
+
+
+def load_photos(rm: Any, limit: int | None, min_probability: float = 0.1) -> list[Photo]:
+    """The localisation set (with boxes) then the built-in photos, filtered by probability."""
+    items: list[tuple[str, np.ndarray, Any]] = [(s.name, s.image, s)
+                                                for s in load_localization_set()]
+    items += [(n, img, None) for n, img in builtin_photos(BUILTIN_PHOTO_NAMES).items()]
+    out = []
+    for name, img, sample in items:
+        x = _prepare(rm.preprocess, img, rm.input_size)[None]
+        with torch.no_grad():
+            probs = torch.softmax(rm.model(x).float(), 1)[0]
+        ids = sample.imagenet_ids if sample is not None else []
+        target = max(ids, key=lambda c: probs[c].item()) if ids else int(probs.argmax())
+        p = float(probs[target])
+        if p < min_probability:
+            continue
+        boxes = None
+        if sample is not None and len(sample.boxes_for(target)):
+            boxes = scale_boxes(sample.boxes_for(target), img.shape[:2], rm.input_size)
+        out.append(Photo(name, x, target, p, boxes))
+    return out[:limit] if limit else out
+
+
+def seed_of(j: int) -> int:
+    """Base seed of seed index ``j`` (ensembles use base + k, k < 100: no overlaps)."""
+    return 100 * j
+
+
+def compute(rm: Any, stats: Any, name: str, photo: Photo, seeds: int, cache: Path
+            ) -> list[dict[str, Any]]:
+    """Maps (and GAN mask movement) of one variant on one photo for seed indices 0..seeds-1."""
+    v = VARIANTS[name]
+    files = [cache / f"{name}__{photo.name}__{seed_of(j)}.npz" for j in range(seeds)]
+    todo = [j for j, f in enumerate(files) if not f.exists()]
+    if todo:
+        x = photo.x.expand(len(todo), -1, -1, -1).contiguous()
+        seed_list = [seed_of(j) for j in todo]
+        t0 = time.perf_counter()
+        moved: list[dict[str, float]] = [{} for _ in todo]
+        if v.iba:
+            cfg = InputIBA(rm.model, LAYER, stats, preset=v.preset, **v.overrides).config
+            iba = IBA(rm.model, LAYER, stats, beta=cfg.feat_beta, steps=cfg.feat_steps,
+                      lr=cfg.feat_lr, draws=cfg.feat_draws, sigma=cfg.feat_sigma)
+            maps = iba.attribute(x, photo.target, seed=seed_list)
+        else:
+            ex = InputIBA(rm.model, LAYER, stats, preset=v.preset, **v.overrides)
+            with _prior(v.prior):
+                res = ex.attribute(x, photo.target, seed=seed_list, ensemble=v.ensemble,
+                                   return_details=True)
+            maps = res.attribution
+            if ex.config.gan_epochs > 0:
+                init = torch.sigmoid(res.feature_map)
+                for i in range(len(todo)):
+                    a, b = res.gan_mask[i].flatten(), init[i].flatten()
+                    moved[i] = {"gan_moved": float((a - b).abs().mean()),
+                                "gan_corr_init": float(torch.corrcoef(torch.stack([a, b]))[0, 1]),
+                                "gan_min": float(a.min()), "gan_max": float(a.max())}
+        per_map = (time.perf_counter() - t0) / len(todo)
+        for i, j in enumerate(todo):
+            np.savez(files[j], map=maps[i, 0].detach().cpu().numpy().astype(np.float32),
+                     seconds=per_map, **moved[i])
+    out = []
+    for f in files:
+        with np.load(f) as d:
+            out.append({k: (d[k] if k == "map" else float(d[k])) for k in d.files})
+    return out
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def score(rm: Any, photo: Photo, maps: list[np.ndarray], step: float) -> list[dict[str, float]]:
+    """Per map: deletion/insertion AUC, and box metrics where the photo's class has boxes."""
+    n = len(maps)
+    x = photo.x.expand(n, -1, -1, -1)
+    t = [photo.target] * n
+    m = torch.as_tensor(np.stack(maps))
+    rows: list[dict[str, float]] = [{} for _ in range(n)]
+    for key, metric in (("deletion", Deletion(rm.model, step=step, keep_curves=False)),
+                        ("insertion", Insertion(rm.model, step=step, keep_curves=False))):
+        res = metric.update(x, t, m)
+        for i in range(n):
+            rows[i][key] = float(res.auc[i])
+    if photo.boxes is not None:
+        for metric, keys in ((MassInBox(), ("mass_in_box",)), (PointingGame(), ("hit",)),
+                             (EffectiveHeatRatio(), ("ehr",))):
+            vals = metric.update(list(maps), [photo.boxes] * n)
+            for i, val in enumerate(vals):
+                if val is not None:
+                    for k in keys:
+                        rows[i][k] = val[k]
+    return rows
+
+
+def bootstrap_ci(d: np.ndarray, reps: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of ``d`` (resampling its entries)."""
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (reps, len(d)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+METRIC_KEYS = (("deletion", "deletion AUC ↓"), ("insertion", "insertion AUC ↑"),
+               ("mass_in_box", "mass in box ↑"), ("hit", "pointing ↑"), ("ehr", "EHR ↑"))
+
+
+def summarise(results: dict[str, dict[tuple[str, int], dict[str, Any]]], reference: str
+              ) -> dict[str, Any]:
+    """Per variant: mean/std/n per metric, paired differences to ``reference``, correlations,
+    seconds per map, GAN movement."""
+    out: dict[str, Any] = {}
+    ref = results.get(reference, {})
+    for name, rows in results.items():
+        s: dict[str, Any] = {}
+        for key, _title in METRIC_KEYS:
+            vals = np.array([r[key] for r in rows.values() if key in r])
+            s[key] = {"mean": float(vals.mean()) if len(vals) else float("nan"),
+                      "std": float(vals.std()) if len(vals) else float("nan"), "n": len(vals)}
+            if name != reference and ref:
+                pairs = [(r[key], ref[p][key]) for p, r in rows.items()
+                         if key in r and p in ref and key in ref[p]]
+                d = np.array([a - b for a, b in pairs])
+                if len(d):
+                    lo, hi = bootstrap_ci(d)
+                    s[key]["paired_diff"] = {"mean": float(d.mean()), "ci95": [lo, hi],
+                                             "n": len(d)}
+        photos = sorted({p for p, _ in rows})
+        corr = [pearson(rows[(p, a)]["map"], rows[(p, b)]["map"]) for p in photos
+                for a, b in itertools.combinations(sorted(j for q, j in rows if q == p), 2)]
+        s["seed_corr"] = float(np.nanmean(corr)) if corr else float("nan")
+        if name != reference and ref:
+            rc = [pearson(r["map"], ref[p]["map"]) for p, r in rows.items() if p in ref]
+            s["corr_with_reference"] = float(np.nanmean(rc)) if rc else float("nan")
+        s["seconds_per_map"] = float(np.mean([r["seconds"] for r in rows.values()]))
+        if any("gan_moved" in r for r in rows.values()):
+            for k in ("gan_moved", "gan_corr_init", "gan_min", "gan_max"):
+                s[k] = float(np.mean([r[k] for r in rows.values() if k in r]))
+        out[name] = s
+    return out
+
+
+def markdown(summary: dict[str, Any], reference: str, n_photos: int, seeds: int) -> str:
+    def fmt(x: float, nd: int = 3) -> str:
+        return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
+
+    head = ["variant"]
+    for _k, title in METRIC_KEYS:
+        head += [title, f"Δ vs {reference} [95% CI]"]
+    head += ["seed corr", f"corr w/ {reference}", "s / map"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summary.items():
+        row = [f"`{name}`"]
+        for key, _title in METRIC_KEYS:
+            m = s[key]
+            row.append(f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m["n"] else "–")
+            pd = m.get("paired_diff")
+            row.append(f"{pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}]"
+                       if pd and math.isfinite(pd["ci95"][0]) else "–")
+        row += [fmt(s["seed_corr"], 2), fmt(s.get("corr_with_reference", float("nan")), 2),
+                fmt(s["seconds_per_map"], 1)]
+        lines.append("| " + " | ".join(row) + " |")
+    gan = [f"`{n}`: mean |mask - initial mask| {s['gan_moved']:.4f}, correlation with the "
+           f"initial mask {s['gan_corr_init']:.3f}, mask range {s['gan_min']:.2f}-"
+           f"{s['gan_max']:.2f}" for n, s in summary.items() if "gan_moved" in s]
+    note = (f"\n{n_photos} photos x {seeds} seeds; mean ± std over photo x seed pairs; Δ: "
+            f"paired difference to `{reference}` (95% bootstrap interval over the pairs); box "
+            "metrics on the photos whose class has boxes; seconds per map: wall time, noisy "
+            "on a shared machine.\n")
+    return "\n".join(lines) + note + ("\nGAN mask: " + "; ".join(gan) + "\n" if gan else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 photo, 2 seeds, fast variants, coarse curves (~2 min)")
+    ap.add_argument("--photos", type=int, default=6, help="at most this many photos")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS),
+                    help=f"default: {' '.join(DEFAULT_VARIANTS)}")
+    ap.add_argument("--reference", default=None, help="paired differences to this variant "
+                    "(default: paper if run, else the first)")
+    ap.add_argument("--step", type=float, default=0.05, help="deletion/insertion step (fraction)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cache", type=Path, default=Path("ablation_cache"))
+    ap.add_argument("--json", type=Path, default=Path("ablation.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.photos, args.seeds, args.step = 1, 2, 0.2
+        args.variants = args.variants or QUICK_VARIANTS
+    variants = args.variants or DEFAULT_VARIANTS
+    reference = args.reference or ("paper" if "paper" in variants else variants[0])
+    if reference not in variants:
+        variants = [reference, *variants]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    rm = resolve_model(MODEL)
+    stats, _info = _obtain_statistics(rm, LAYER, None, None, None, "cpu", 0, False)
+    photos = load_photos(rm, args.photos)
+    print(f"{len(photos)} photos ({', '.join(p.name for p in photos)}), {args.seeds} seeds, "
+          f"{torch.get_num_threads()} torch threads", flush=True)
+    results: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+    for name in variants:
+        t0 = time.perf_counter()
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for photo in photos:
+            got = compute(rm, stats, name, photo, args.seeds, args.cache)
+            scores = score(rm, photo, [g["map"] for g in got], args.step)
+            for j, (g, sc) in enumerate(zip(got, scores, strict=True)):
+                rows[(photo.name, j)] = {**g, **sc}
+        results[name] = rows
+        print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = summarise(results, reference)
+    table = markdown(summary, reference, len(photos), args.seeds)
+    print(table)
+    per_pair = {name: [{"photo": p, "seed": seed_of(j),
+                        **{k: v for k, v in r.items() if k != "map"}}
+                       for (p, j), r in rows.items()] for name, rows in results.items()}
+    args.json.write_text(json.dumps({
+        "model": MODEL, "layer": LAYER, "reference": reference, "step": args.step,
+        "seeds": [seed_of(j) for j in range(args.seeds)],
+        "photos": [{"name": p.name, "target": p.target, "probability": p.probability,
+                    "boxes": p.boxes is not None} for p in photos],
+        "summary": summary, "per_pair": per_pair, "table": table,
+    }, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
