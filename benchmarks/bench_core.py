@@ -6,6 +6,14 @@ peak allocated). ``--scale`` runs that fraction of every stage's steps/epochs an
 times back up (the cost per step is constant), for slow configurations such as VGG16 on a CPU;
 the table says when it did.
 
+A second table gives each stage's floor: the number of network passes the stage makes (counted
+as ``inputiba.core``'s loops make them, by kind and chunk size: stage 1 forward+backward passes
+of the network after the layer, stage 2 forward passes up to the layer without gradients and
+forward+backward passes with them, stage 3 forward+backward passes of the whole network) times
+the median cost of one such pass, measured in the same process with the same network copy and
+settings, after a warm-up; and the stage's time as a multiple of that floor. Whatever a stage
+spends above its floor is not network passes (the critic, the optimisers, noise, copies).
+
 ``--reference`` also explains the two photos the original 2021 code was run on (``chelsea`` and
 ``coffee``) with EfficientNet-Lite0 at the original settings (statistics from the 9 built-in
 photos, as those runs) and prints the deletion and insertion AUC of this project's maps (over
@@ -25,12 +33,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import resource
 import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +75,92 @@ def _estimation_batches(prep, n: int = 9):
     return [x[:n]]
 
 
+def pass_counts(cfg, batch: int) -> dict[str, Counter]:
+    """Per stage, how many network passes of each kind and chunk size the stage makes for a
+    batch of ``batch`` images (counted as the loops in ``inputiba.core`` make them).
+
+    Keys of the counters: ``(kind, rows)``, kind ``"tail_fb"`` (forward+backward of the network
+    after the layer), ``"head_f"`` (forward up to the layer, no gradient), ``"head_fb"``
+    (forward+backward up to the layer) or ``"full_fb"`` (the whole network, forward+backward);
+    ``rows`` the images in the pass (the loops cut B x draws rows into chunks of ``max_batch``).
+    """
+    from inputiba.core.bottleneck import row_chunks
+
+    def chunks(kind: str, rows: int, times: int, into: Counter) -> None:
+        for sl in row_chunks(rows, cfg.max_batch):
+            into[(kind, sl.stop - sl.start)] += times
+
+    stage1, stage2, stage3 = Counter(), Counter(), Counter()
+    chunks("tail_fb", batch * cfg.feat_draws, cfg.feat_steps, stage1)
+    chunks("full_fb", batch * cfg.input_draws, cfg.input_steps, stage3)
+    # stage 2 (core/gan.py fit_gan_mask): per epoch, batch i of the real samples gets a fake
+    # batch of as many generator outputs per image; on every critic_iters-th batch the generator
+    # trains: one pass with gradients when all B x n rows fit in one chunk (its output is also
+    # the critic's fake batch), else a pass without gradients and one with, chunk by chunk
+    g = cfg.gan
+    n_batches = math.ceil(g.dataset_size / g.batch_size)
+    for i in range(n_batches):
+        n = min(g.batch_size, g.dataset_size - i * g.batch_size)
+        rows = batch * n
+        train_g = i % g.critic_iters == 0
+        single = not cfg.max_batch or rows <= cfg.max_batch
+        if train_g:
+            chunks("head_fb", rows, g.epochs, stage2)
+        if not (train_g and single):
+            chunks("head_f", rows, g.epochs, stage2)
+    return {"feature": stage1, "gan": stage2, "input": stage3}
+
+
+def measure_pass_costs(stages, keys: set, target: torch.Tensor, cfg,
+                       repeats: int = 5) -> dict:
+    """Median seconds of one network pass of each ``(kind, rows)`` in ``keys``, run through
+    the same callables the stages use (``ImageStages``: same network copy, precision,
+    compilation), with the loss and backward the loops make."""
+    from inputiba.core.bottleneck import row_chunks
+    from inputiba.core.functional import classification_loss
+
+    x, r = stages.inputs, stages.features
+    b = x.shape[0]
+    cost = {}
+    for kind, rows in sorted(keys):
+        samples = torch.arange(rows, device=x.device) % b
+        times = []
+        for _ in range(repeats):
+            if kind == "tail_fb":
+                # a chunk of stage 1's rows of this size (the tail's context belongs to it)
+                chunk = next(sl for sl in row_chunks(b * cfg.feat_draws, cfg.max_batch)
+                             if sl.stop - sl.start == rows)
+                samples = torch.arange(chunk.start, chunk.stop, device=x.device) // cfg.feat_draws
+                z = r[samples].detach().requires_grad_(True)
+                t0 = time.perf_counter()
+                out = stages.feature_tail(z.clone(), chunk)
+                (classification_loss(out, target[samples]) / cfg.feat_draws).sum().backward()
+            elif kind == "full_fb":
+                z = x[samples].detach().requires_grad_(True)
+                t0 = time.perf_counter()
+                out = stages.forward(z.clone(), samples)
+                (classification_loss(out, target[samples]) / cfg.input_draws).sum().backward()
+            else:
+                inp = x[samples].detach().requires_grad_(kind == "head_fb")
+                t0 = time.perf_counter()
+                if kind == "head_f":
+                    with torch.no_grad():
+                        stages.gan_features(inp, samples)
+                else:
+                    f = stages.gan_features(inp * 1.0, samples)
+                    f.backward(torch.ones_like(f))
+            if x.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        cost[(kind, rows)] = float(np.median(times))
+    return cost
+
+
+def stage_floors(counts: dict[str, Counter], cost: dict) -> dict[str, float]:
+    """Per stage, seconds of its network passes alone: count x median cost, summed."""
+    return {stage: sum(n * cost[key] for key, n in c.items()) for stage, c in counts.items()}
+
+
 def run_single(model_key: str, batch: int, preset: str, scale: float, device: str,
                overrides: dict | None = None) -> dict:
     from inputiba import InputIBA
@@ -80,15 +176,32 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex.estimate([x[: min(batch, 4)].cpu().to(device)], progress=False)
+    full = _scaled_config(preset, 1.0, overrides)
+    target = 0 if model_key == "vgg16" else None
+    counts = pass_counts(full, batch)
+    keys = {k for c in counts.values() for k in c}
+    # the network passes the stages run, built as attribute() builds them
+    from inputiba.modalities.image import ImageStages
+
+    with ex._running():
+        xm, t, _probs, _rng = ex._prepare(x, target, None)
+        net, split = ex._network(xm[:1])
+        stages = ImageStages(ex, net, split, xm)
+        # warm-up: a process's first passes are 2-3x slower (and compile, with compile=True)
+        t0 = time.perf_counter()
+        measure_pass_costs(stages, keys, t, full, repeats=2)
+        warmup = time.perf_counter() - t0
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = ex.attribute(x, target=0 if model_key == "vgg16" else None, return_details=True)
+    res = ex.attribute(x, target=target, return_details=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
-    full = _scaled_config(preset, 1.0, overrides)
+    with ex._running():
+        cost = measure_pass_costs(stages, keys, t, full)
+    floors = {k: v / batch for k, v in stage_floors(counts, cost).items()}
     factors = {
         "setup": 1.0,
         "feature": full.feat_steps / cfg.feat_steps,
@@ -104,6 +217,10 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
         "model": model_key, "batch": batch, "device": device, "scale": scale,
         "per_image": per_image, "total_per_image": sum(per_image.values()),
         "measured_total_s": total, "peak_gib": peak, "threads": torch.get_num_threads(),
+        "floor_per_image": floors, "warmup_s": warmup,
+        "passes": {stage: {f"{k} x{rows}": n for (k, rows), n in sorted(c.items())}
+                   for stage, c in counts.items()},
+        "pass_ms": {f"{k} x{rows}": 1000 * v for (k, rows), v in sorted(cost.items())},
     }
 
 
@@ -224,6 +341,27 @@ def _reference_figure(res, names: list[str], path: str) -> None:
     print(f"figure: {path}")
 
 
+def print_floors(results: list[dict]) -> None:
+    """The floor table: per stage, the seconds of its network passes alone (count x the
+    measured median cost of one pass, in the same process after a warm-up) and the stage's
+    time as a multiple of it."""
+    print("\nFloor: seconds per image of each stage's network passes alone (passes x the median "
+          "cost of one,\nmeasured in the same process after a warm-up); x floor = stage time / floor")
+    print(f"{'model':7s} {'B':>3s} {'stage':8s} {'passes (kind x rows: count)':44s} {'floor s/img':>11s} "
+          f"{'stage s/img':>11s} {'x floor':>8s}")
+    for r in results:
+        for stage in ("feature", "gan", "input"):
+            passes = ", ".join(f"{k}: {n}" for k, n in r["passes"][stage].items())
+            fl, st = r["floor_per_image"][stage], r["per_image"][stage]
+            print(f"{r['model']:7s} {r['batch']:3d} {stage:8s} {passes:44s} {fl:11.2f} {st:11.2f} "
+                  f"{st / fl:8.2f}")
+        total_floor = sum(r["floor_per_image"].values())
+        print(f"{r['model']:7s} {r['batch']:3d} {'all':8s} {'':44s} {total_floor:11.2f} "
+              f"{r['total_per_image']:11.2f} {r['total_per_image'] / total_floor:8.2f}")
+        print("  one pass (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["pass_ms"].items())
+              + f"; warm-up {r['warmup_s']:.1f} s")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["effnet"], choices=sorted(MODELS))
@@ -257,6 +395,7 @@ def main() -> None:
           f"preset {args.preset!r}, scale {args.scale}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'model':7s} {'B':>3s} {'setup s/img':>12s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
           f"{'total s/img':>12s} {'img/s':>7s} {'peak GiB':>9s}")
+    floor_rows = []
     for m in args.models:
         sizes = list(args.batch_sizes)
         while sizes:
@@ -275,8 +414,11 @@ def main() -> None:
             tag = " (extrapolated)" if args.scale < 1 else ""
             print(f"{m:7s} {b:3d} {s.get('setup', 0.0):12.2f} {s['feature']:13.2f} {s['gan']:13.2f} {s['input']:13.2f} "
                   f"{r['total_per_image']:12.2f} {1 / r['total_per_image']:7.3f} {r['peak_gib']:9.2f}{tag}")
+            floor_rows.append(r)
             if args.largest_batch and not sizes:
                 sizes.append(b * 2)
+    if floor_rows:
+        print_floors(floor_rows)
     if args.reference:
         reference_comparison(args.preset, args.auc_step, args.seeds, overrides, args.figure)
 
