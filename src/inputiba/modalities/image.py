@@ -45,6 +45,7 @@ from inputiba.core.layers import (
 )
 from inputiba.core.memory import keep_freed_memory
 from inputiba.core.pipeline import StageAdapter, run_feature_stage, run_stages
+from inputiba.core.precision import compiled, network_pass
 from inputiba.core.rng import SampleRNG, sample_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
@@ -249,15 +250,31 @@ class ImageStages(StageAdapter):
         self.feature_statistics = explainer._stats_tensors(self.features)
         self.inputs = self.gan_inputs = x
         self.input_noise = (cfg.input_mean, cfg.input_std)
+        # the three kinds of network pass the loops make (config: precision, compile)
+        dev = x.device.type
+        tail = split.tail
+        head = self._head_eager
+        full: Any = net
+        if cfg.compile:
+            if split.traced:  # (the untraced split's hooks stay eager)
+                tail, head_and_context = compiled(split.tail), compiled(split.head)
+                head = lambda inp: head_and_context(inp)[0]  # noqa: E731
+            full = compiled(net)
+        self._tail = network_pass(tail, cfg.precision, dev)
+        self._head = network_pass(head, cfg.precision, dev)
+        self._full = network_pass(full, cfg.precision, dev)
+
+    def _head_eager(self, inputs: torch.Tensor) -> torch.Tensor:
+        return layer_output(self.net, self.layer_module, inputs)
 
     def feature_tail(self, z: torch.Tensor, rows: slice) -> torch.Tensor:
-        return self.split.tail(z, self._contexts[rows.start])
+        return self._tail(z, self._contexts[rows.start])
 
     def gan_features(self, inputs: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return layer_output(self.net, self.layer_module, to_channels_last(inputs, self.cl))
+        return self._head(to_channels_last(inputs, self.cl))
 
     def forward(self, z: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return self.net(to_channels_last(z, self.cl))
+        return self._full(to_channels_last(z, self.cl))
 
     def critic(self, rng: SampleRNG) -> nn.Module:
         r = self.features
