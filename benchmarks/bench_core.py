@@ -26,6 +26,7 @@ Examples:
     python benchmarks/bench_core.py --batch-sizes 1 --reference      # + AUCs vs the original's maps
     python benchmarks/bench_core.py --batch-sizes --reference --seeds 3   # AUCs only, 3 seeds
     python benchmarks/bench_core.py --device cuda --batch-sizes 1 8 32
+    python benchmarks/bench_core.py --batch-sizes --agreement --set precision=bf16  # maps vs fp32
 """
 
 from __future__ import annotations
@@ -289,6 +290,46 @@ def reference_comparison(preset: str, auc_step: float, seeds: int = 1,
     _stage_correlations(maps, originals, names)
 
 
+def settings_agreement(preset: str, overrides: dict) -> None:
+    """The final maps of the two reference photos with ``overrides`` (seed 0) against float32
+    eager maps at the preset's defaults (seed 0), next to the seed-to-seed spread of the
+    defaults (seed 0 vs seed 2: each photo gets new seeds): mean absolute difference and mean
+    Pearson correlation over the photos, and the seconds each run took."""
+    from inputiba import InputIBA
+    from inputiba.data.assets import builtin_photos
+    from inputiba.models.image import load_model
+
+    model, prep = load_model("efficientnet-lite0")
+    photos = builtin_photos()
+    names = list(TARGETS)
+    x = prep.batch([photos[n] for n in names])
+    t = torch.tensor([TARGETS[n] for n in names])
+    stats = None
+    maps, secs = {}, {}
+    for key, opts, seed in (("defaults, seed 0", {}, 0), ("defaults, seed 2", {}, len(names)),
+                            (f"{overrides}, seed 0", overrides, 0)):
+        ex = InputIBA(model, "_blocks.5", preset=preset, **opts)
+        if stats is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stats = ex.estimate(_estimation_batches(prep), progress=False)
+        ex.statistics = stats
+        t0 = time.perf_counter()
+        maps[key] = ex.attribute(x, target=t, seed=seed)[:, 0]
+        secs[key] = time.perf_counter() - t0
+
+    def cmp(a: str, b: str) -> str:
+        d = (maps[a] - maps[b]).abs().flatten(1).mean(1)
+        c = [float(np.corrcoef(maps[a][i].ravel(), maps[b][i].ravel())[0, 1]) for i in range(len(names))]
+        return f"mean abs difference {d.mean():.4f} (per photo {', '.join(f'{v:.4f}' for v in d)}), Pearson {np.mean(c):.3f}"
+
+    keys = list(maps)
+    print(f"\nMaps of {', '.join(names)}, preset {preset!r} (seconds per run: "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()) + ")")
+    print(f"  {keys[2]} vs {keys[0]}: {cmp(keys[2], keys[0])}")
+    print(f"  seed spread, {keys[1]} vs {keys[0]}: {cmp(keys[1], keys[0])}")
+
+
 def _original_maps(name: str) -> dict[str, list[np.ndarray]]:
     """The original code's maps of photo ``name``, per stage (keys of STAGES), one per run
     stored in benchmarks/original_runs."""
@@ -376,6 +417,9 @@ def main() -> None:
     p.add_argument("--largest-batch", action="store_true",
                    help="after the listed sizes, keep doubling the batch until it no longer fits "
                         "(for CUDA: images per second at the largest batch that fits)")
+    p.add_argument("--agreement", action="store_true",
+                   help="compare the final maps of the reference photos with the --set settings "
+                        "to the defaults' (float32 eager), next to the seed-to-seed spread")
     p.add_argument("--auc-step", type=float, default=0.01)
     p.add_argument("--figure", metavar="FILE",
                    help="--reference: save the original's maps above this project's (first seed; .png, .jpg)")
@@ -419,6 +463,8 @@ def main() -> None:
                 sizes.append(b * 2)
     if floor_rows:
         print_floors(floor_rows)
+    if args.agreement:
+        settings_agreement(args.preset, overrides)
     if args.reference:
         reference_comparison(args.preset, args.auc_step, args.seeds, overrides, args.figure)
 

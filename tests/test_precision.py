@@ -67,3 +67,38 @@ def test_bf16_maps_agree_with_fp32_within_the_seed_spread(digits, digits_model, 
     spread = (fp32 - other_seed).abs().mean()
     diff = (fp32 - bf16).abs().mean()
     assert diff < 0.5 * spread, (float(diff), float(spread))
+
+
+def test_compiled_network_is_reused_until_the_weights_change():
+    """compile=True keeps the folded copy (and its compiled passes) across calls, but never
+    past a change of the model's weights: in place, or by rebinding ``.data``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3)).eval()
+    ex = InputIBA(model, "3", compile=True)
+    probe = torch.randn(1, 1, 8, 8)
+    net, split = ex._network(probe)
+    assert net is not model  # the batch norm was folded into a private copy
+    assert ex._network(probe) == (net, split)
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+        net2, split2 = ex._network(probe)
+        assert net2 is not net and split2 is not split
+        assert torch.allclose(net2(probe), model(probe), atol=1e-5)
+        model[0].weight.data = model[0].weight.data / 2.0
+        net3, _ = ex._network(probe)
+        assert net3 is not net2
+        assert torch.allclose(net3(probe), model(probe), atol=1e-5)
+        assert ex._network(torch.randn(1, 1, 16, 16))[0] is not net3  # another input size
+
+
+@pytest.mark.slow  # torch.compile's first compilations: about a minute on 2 CPU cores
+def test_compiled_maps_equal_eager_maps(digits, digits_model, digits_stats):
+    x = digits[2][:1]
+    kw = {**SMALL, "max_batch": None}  # one chunk size per pass: three small compilations
+    eager = InputIBA(digits_model, "features.4", digits_stats, **kw).attribute(x, seed=0)
+    ex = InputIBA(digits_model, "features.4", digits_stats, compile=True, **kw)
+    first, again = ex.attribute(x, seed=0), ex.attribute(x, seed=0)
+    assert torch.allclose(first, eager, atol=1e-4)
+    assert torch.equal(first, again)
