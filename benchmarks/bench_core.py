@@ -425,18 +425,29 @@ def main() -> None:
                    help="--reference: save the original's maps above this project's (first seed; .png, .jpg)")
     p.add_argument("--seeds", type=int, default=1,
                    help="--reference: explain with this many seeds (the map is stochastic)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time in CPU seconds of the process instead of wall seconds (stages and "
+                        "passes alike): on a machine shared with other processes this stays close "
+                        "to the idle wall time, with --threads 1 (compiler subprocesses of "
+                        "compile=True are not counted)")
     p.add_argument("--single", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from inputiba.cli.explain import parse_option
 
     overrides = dict(parse_option(o) for o in args.options)
     if args.single:
+        if args.cpu_time:  # every timer of this process (the stages' included) counts CPU time
+            time.perf_counter = time.process_time
         out = run_single(args.single[0], int(args.single[1]), args.preset, args.scale, args.device,
                          overrides)
         print("RESULT " + json.dumps(out))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"preset {args.preset!r}, scale {args.scale}, load average {os.getloadavg()[0]:.1f}")
+          f"preset {args.preset!r}, scale {args.scale}, load average {os.getloadavg()[0]:.1f}"
+          + (", CPU seconds" if args.cpu_time else ""))
     print(f"{'model':7s} {'B':>3s} {'setup s/img':>12s} {'stage1 s/img':>13s} {'stage2 s/img':>13s} {'stage3 s/img':>13s} "
           f"{'total s/img':>12s} {'img/s':>7s} {'peak GiB':>9s}")
     floor_rows = []
@@ -446,7 +457,9 @@ def main() -> None:
             b = sizes.pop(0)
             cmd = [sys.executable, __file__, "--single", m, str(b), "--preset", args.preset,
                    *[a for o in args.options for a in ("--set", o)],
-                   "--scale", str(args.scale), "--device", args.device]
+                   "--scale", str(args.scale), "--device", args.device,
+                   *(["--threads", str(args.threads)] if args.threads else []),
+                   *(["--cpu-time"] if args.cpu_time else [])]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
