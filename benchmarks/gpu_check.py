@@ -163,16 +163,17 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
             "map_means": {k: float(v.mean()) for k, v in maps.items()}}
 
 
-def throughput(args: argparse.Namespace, budget: Budget) -> list[dict[str, Any]]:
-    """Images per second at batch 1 and doubling batches, per model and precision."""
+def throughput(args: argparse.Namespace, budget: Budget, rows: list[dict[str, Any]],
+               save: Any = None) -> list[dict[str, Any]]:
+    """Images per second at batch 1 and doubling batches, per model and precision; appends a
+    row per run to ``rows`` and calls ``save()`` after each (a stopped check keeps its rows)."""
     from inputiba import InputIBA
     from inputiba.models.image import load_model
 
     size = 64 if args.dry_run else None
     jobs = [(m, p) for m in args.models for p in args.precisions]
-    if args.dry_run:  # VGG16 only in fp32 (its bf16 is slow on CPUs)
-        jobs = [(m, p) for m, p in jobs if m == "effnet" or p == "fp32"]
-    rows: list[dict[str, Any]] = []
+    if args.dry_run:  # fp32 only: bf16 is slow on CPUs, and the agreement already ran it
+        jobs = [(m, p) for m, p in jobs if p == "fp32"]
     for j, (model_key, precision) in enumerate(jobs):
         share_end = time.perf_counter() + budget.left() / (len(jobs) - j)
         name, layer = MODELS[model_key]
@@ -200,21 +201,24 @@ def throughput(args: argparse.Namespace, budget: Budget) -> list[dict[str, Any]]
                 row["result"] = "out of memory"
                 rows.append(row)
                 print(f"throughput: {model_key} {precision} B={batch}: out of memory", flush=True)
+                if save:
+                    save()
                 break
             per_image = {k: v * factors[k] / batch for k, v in res.seconds.items()}
             total = sum(per_image.values())
             row.update(result="ok", wall_s=wall, per_image_s=per_image, total_per_image_s=total,
                        images_per_s=1 / total, peak_gib=_peak_gib(args.device))
             rows.append(row)
+            if save:
+                save()
             print(f"throughput: {model_key} {precision} B={batch}: {total:.3f} s/img, "
                   f"{1 / total:.2f} img/s, peak {row['peak_gib']:.2f} GiB (ran {wall:.1f} s)",
                   flush=True)
             del res
             # next: twice the batch, if it fits the cap and (about twice as long) the time share
             last = wall
-            # the dry run: batch 2 only for EfficientNet-Lite0 in fp32 (the doubling's code path)
-            cap = (2 if (model_key, precision) == ("effnet", "fp32") else 1) if args.dry_run \
-                else args.max_images
+            # the dry run: batch 2 only for EfficientNet-Lite0 (the doubling's code path)
+            cap = (2 if model_key == "effnet" else 1) if args.dry_run else args.max_images
             if batch * 2 > cap or last * 2.3 > share_end - time.perf_counter():
                 row["stopped"] = "batch cap" if batch * 2 > cap else "time budget"
                 break
@@ -228,7 +232,8 @@ def throughput(args: argparse.Namespace, budget: Budget) -> list[dict[str, Any]]
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"GPU check on {report['device_name']} (torch {report['torch']}, "
              f"{'dry run, ' if report['dry_run'] else ''}{report['seconds']:.0f} s; "
-             f"max_batch {report['max_batch']}, command `{report['command']}`)", ""]
+             f"max_batch {report['max_batch']}, command `{report['command']}`)"
+             + (f"; stopped by the {report['stopped']}" if report.get("stopped") else ""), ""]
     ag = report.get("agreement")
     if ag:
         lines += ["| maps (chelsea, coffee; EfficientNet-Lite0 `_blocks.5`, paper preset) | "
@@ -285,16 +290,26 @@ def main() -> None:
         "command": " ".join(["benchmarks/gpu_check.sh", *sys.argv[1:]]),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
     }
-    if not args.skip_agreement:
-        report["agreement"] = agreement(args)
-    report["throughput"] = throughput(args, budget)
-    report["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    md = markdown(report)
-    (out / "gpu_check.md").write_text(md)
-    print(md)
+
+    def save() -> str:
+        """Write what is measured so far (also when the time limit stops the check)."""
+        report["seconds"] = time.perf_counter() - t0
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        md = markdown(report)
+        (out / "gpu_check.md").write_text(md)
+        return md
+
+    report["throughput"] = []
+    if not args.skip_agreement:
+        report["agreement"] = agreement(args)
+        save()
+    try:
+        throughput(args, budget, report["throughput"], save)
+    except KeyboardInterrupt:  # gpu_check.sh's time limit: keep what was measured
+        report["stopped"] = "time limit"
+    print(save())
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
 
 
