@@ -11,3 +11,8 @@ ruff check src tests benchmarks examples
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
 bash scripts/package_test.sh
 python -m pytest -q "$@"
+# the GPU check, tiny and on the CPU, so that it never rots (seconds; writes to a temporary folder)
+check_out="$(mktemp -d)"
+bash benchmarks/gpu_check.sh --device cpu --dry-run --out "$check_out" >/dev/null
+test -s "$check_out/gpu_check.json" && test -s "$check_out/gpu_check.md"
+rm -rf "$check_out"

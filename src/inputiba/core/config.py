@@ -110,6 +110,13 @@ class InputIBAConfig:
     ``fold_batchnorm``: run the stages on a private copy of the model in which eval-mode batch
     norms are folded into the convolutions before them (the same function up to float
     rounding, about 1.5x faster on CPUs for BatchNorm networks; the model is not modified).
+    ``precision``: the network passes of image models run in ``"fp32"``, or under autocast
+    in ``"bf16"`` or ``"fp16"`` (float16 passes scale their gradients against underflow);
+    what is optimised (alpha, the GAN's generators and critics) and every loss stay float32
+    (:mod:`inputiba.core.precision`). On CPUs without bfloat16 arithmetic, bf16 is slower.
+    ``compile``: compile the image models' network passes with ``torch.compile`` (each chunk
+    size compiles on first use, anew for every ``attribute`` call; see the README's speed
+    section for when that pays off).
     ``keep_freed_memory``: on CPU, tell glibc to keep freed memory for reuse rather than
     return it to the OS (:func:`inputiba.core.memory.keep_freed_memory`; process-wide, once):
     fresh memory costs page faults, which took as long as the convolutions.
@@ -150,6 +157,8 @@ class InputIBAConfig:
     channels_last: bool = True
     fold_batchnorm: bool = True
     keep_freed_memory: bool = True
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         validate_settings(self)
@@ -276,6 +285,8 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "channels_last": (bool,),
     "fold_batchnorm": (bool,),
     "keep_freed_memory": (bool,),
+    "precision": (str, ("fp32", "bf16", "fp16")),
+    "compile": (bool,),
 }
 
 

@@ -45,6 +45,7 @@ from inputiba.core.layers import (
 )
 from inputiba.core.memory import keep_freed_memory
 from inputiba.core.pipeline import StageAdapter, run_feature_stage, run_stages
+from inputiba.core.precision import compiled, network_pass
 from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
@@ -113,6 +114,8 @@ class _LayerAttribution:
         self.config = config
         self.progress = progress
         self._split: LayerSplit | None = None
+        # with config.compile: (weights key, network, split), reused while the weights hold
+        self._compiled_network: tuple[Any, nn.Module, LayerSplit] | None = None
         self.statistics = statistics  # type: ignore[assignment]
 
     @property
@@ -193,17 +196,30 @@ class _LayerAttribution:
         batch norms folded into convolutions (:func:`~inputiba.core.fusion.fold_batchnorm`), made
         anew per call so that it always reflects the model's current weights; otherwise (or
         when nothing folds) the model itself, whose split is cached.
+
+        With ``config.compile``, the folded copy (and its compiled passes) is kept and reused
+        while the model's weights are unchanged (:func:`_weights_key`), so that compilation
+        is paid once, not per call.
         """
+        key = None
+        if self.config.compile:
+            key = _weights_key(self.model, probe)
+            if self._compiled_network is not None and self._compiled_network[0] == key:
+                return self._compiled_network[1], self._compiled_network[2]
         net = self.model
         if self.config.fold_batchnorm:
             net, _ = fold_batchnorm(self.model, probe, keep=(self.layer,))
         if net is not self.model:
             if self.config.channels_last:
                 net = net.to(memory_format=torch.channels_last)
-            return net, LayerSplit(net, self.layer)
-        if self._split is None:
-            self._split = LayerSplit(self.model, self.layer)
-        return net, self._split
+            split = LayerSplit(net, self.layer)
+        else:
+            if self._split is None:
+                self._split = LayerSplit(self.model, self.layer)
+            split = self._split
+        if key is not None:
+            self._compiled_network = (key, net, split)
+        return net, split
 
     def _stats_tensors(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         stats = self._require_statistics()
@@ -249,6 +265,33 @@ class _LayerAttribution:
         return stack
 
 
+def _weights_key(model: nn.Module, probe: torch.Tensor) -> tuple[Any, ...]:
+    """What a kept copy of ``model`` must match to be reused: every parameter and buffer's
+    identity, version (bumped by in-place changes) and sum (catches ``.data`` rebinding), and
+    the input's shape, dtype and device."""
+    tensors = [*model.parameters(), *model.buffers()]
+    with torch.no_grad():
+        sums = [float(t.double().sum()) if t.is_floating_point() else 0.0 for t in tensors]
+    return (tuple((id(t), t._version) for t in tensors), tuple(sums),
+            tuple(probe.shape[1:]), probe.dtype, probe.device)
+
+
+def _compiled_passes(net: nn.Module, split: LayerSplit) -> tuple[Any, Any, Any]:
+    """(tail, head, full network) compiled with ``torch.compile``, kept on ``split`` so that a
+    reused network (:meth:`_LayerAttribution._network`) is not compiled again. The head returns
+    R alone. An untraced split's hooks stay eager (only the full network is compiled)."""
+    cached = getattr(split, "_inputiba_compiled", None)
+    if cached is None:
+        tail: Any = split.tail
+        head: Any = None
+        if split.traced:
+            tail, head_and_context = compiled(split.tail), compiled(split.head)
+            head = lambda inp: head_and_context(inp)[0]  # noqa: E731
+        cached = (tail, head, compiled(net))
+        split._inputiba_compiled = cached  # type: ignore[attr-defined]
+    return cached
+
+
 class ImageStages(StageAdapter):
     """A batch of images as the stages see it (:class:`~inputiba.core.pipeline.StageAdapter`).
 
@@ -282,15 +325,29 @@ class ImageStages(StageAdapter):
         self.feature_statistics = explainer._stats_tensors(self.features)
         self.inputs = self.gan_inputs = x
         self.input_noise = (cfg.input_mean, cfg.input_std)
+        # the three kinds of network pass the loops make (config: precision, compile)
+        dev = x.device.type
+        tail: Any = split.tail
+        head: Any = self._head_eager
+        full: Any = net
+        if cfg.compile:
+            tail, compiled_head, full = _compiled_passes(net, split)
+            head = compiled_head or head
+        self._tail = network_pass(tail, cfg.precision, dev)
+        self._head = network_pass(head, cfg.precision, dev)
+        self._full = network_pass(full, cfg.precision, dev)
+
+    def _head_eager(self, inputs: torch.Tensor) -> torch.Tensor:
+        return layer_output(self.net, self.layer_module, inputs)
 
     def feature_tail(self, z: torch.Tensor, rows: slice) -> torch.Tensor:
-        return self.split.tail(z, self._contexts[rows.start])
+        return self._tail(z, self._contexts[rows.start])
 
     def gan_features(self, inputs: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return layer_output(self.net, self.layer_module, to_channels_last(inputs, self.cl))
+        return self._head(to_channels_last(inputs, self.cl))
 
     def forward(self, z: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return self.net(to_channels_last(z, self.cl))
+        return self._full(to_channels_last(z, self.cl))
 
     def critic(self, rng: SampleRNG) -> nn.Module:
         r = self.features
