@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 import inputiba
-import inputiba.workflows.dataset as runs
 from inputiba import LayerStatistics
 from inputiba.cli import main
 from inputiba.data.assets import builtin_photos
@@ -179,7 +178,9 @@ def test_resume_after_crash_matches_uninterrupted_run(data, reference, tmp_path,
     ref_out, _ = reference
     out = tmp_path / "out"
     calls: list[list[int]] = []
-    real_chunk = runs._explain_chunk
+    import inputiba.workflows.explain as wf  # both explain loops call its _explain_chunk
+
+    real_chunk = wf._explain_chunk
 
     def crashing(explainer, rm, loaded, *args, **kwargs):
         if len(calls) == 2:  # the third batch: the process dies (after 4 items)
@@ -187,7 +188,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data, reference, tmp_path,
         calls.append([item.index for item in loaded])
         return real_chunk(explainer, rm, loaded, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "_explain_chunk", crashing)
+    monkeypatch.setattr(wf, "_explain_chunk", crashing)
     with pytest.raises(KeyboardInterrupt):
         explain_dataset(ds, out_dir=out, **_kwargs(est))
     assert len(_record_lines(out)) == 4
@@ -196,7 +197,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data, reference, tmp_path,
         calls.append([item.index for item in loaded])
         return real_chunk(explainer, rm, loaded, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "_explain_chunk", counting)
+    monkeypatch.setattr(wf, "_explain_chunk", counting)
     summary = explain_dataset(ds, out_dir=out, **_kwargs(est))
     assert (summary.done, summary.skipped, summary.failed) == (5, 4, 0)
     explained = [i for batch in calls for i in batch]
