@@ -321,6 +321,31 @@ def test_explain_text_cli_baseline_method(lstm, tmp_path):
                  str(out), "--quiet"]) == 1
 
 
+def test_explain_texts_writes_what_the_cli_writes(lstm, tmp_path):
+    """One Python call (explain_texts with out_dir) gives the CLI's results.json."""
+    import json
+
+    from inputiba.cli import main
+    from inputiba.workflows.text import explain_texts
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    texts = ["A gorgeous, witty and moving film.", "Dull."]
+    assert main(["explain-text", *texts, "--model", str(ckpt), "--method",
+                 "integrated_gradients", "--set", "n_steps=16", "--out", str(tmp_path / "cli"),
+                 "--quiet", "--threads", "1"]) == 0
+    explain_texts(texts, tm, method="integrated_gradients", method_options={"n_steps": 16},
+                  out_dir=tmp_path / "py")
+    cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+    py = json.loads((tmp_path / "py" / "results.json").read_text())
+    assert py["config"] == cli["config"] == {"n_steps": 16} and py["method"] == cli["method"]
+    for a, b in zip(py["results"], cli["results"], strict=True):
+        assert a["tokens"] == b["tokens"] and a["target"] == b["target"]
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+    assert (tmp_path / "py" / "explanation.html").stat().st_size > 200
+
+
 def test_explain_text_cli_config_writes_and_reproduces(lstm, tmp_path):
     """--config lstm_text: the shipped configuration runs; its config.yaml reproduces the run."""
     import json

@@ -21,7 +21,6 @@ and prints each text with coloured tokens (``--no-color`` for plain text).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -108,9 +107,14 @@ def run(args: argparse.Namespace) -> int:
     from inputiba.data.io import check_output_dir
     from inputiba.modalities.text import TextInputIBA
     from inputiba.models.text_training import load_text_model
-    from inputiba.report.text import html_page, terminal_tokens
+    from inputiba.report.text import terminal_tokens
     from inputiba.workflows.runconfig import RunConfigError, write_run_config
-    from inputiba.workflows.text import _is_inputiba, explain_texts, text_explainer_for
+    from inputiba.workflows.text import (
+        _is_inputiba,
+        explain_texts,
+        text_explainer_for,
+        write_text_results,
+    )
 
     inputiba = _is_inputiba(args.method)
     cfg = apply_config(args, CONFIG_KEYS, inputiba_options=inputiba, task="text")
@@ -131,12 +135,8 @@ def run(args: argparse.Namespace) -> int:
             tm, preset=args.preset, n_samples=args.estimation_samples or 1000, progress=False,
             layer=args.layer, seed=args.seed, **options,
         )
-        settings = explainer.config.to_dict()
-        layers = {"feature_layer": explainer.layer, "embedding_layer": explainer.embedding_layer}
     else:
         explainer = text_explainer_for(tm, args.method, seed=args.seed, **options)
-        settings = options
-        layers = {"embedding_layer": explainer.embedding_layer}
     with warnings.catch_warnings():  # one line each (a cut text, a text of unknown words)
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning
@@ -144,22 +144,8 @@ def run(args: argparse.Namespace) -> int:
             texts, tm, explainer=explainer, target=args.target, batch_size=args.batch_size,
             progress=not args.quiet and sys.stderr.isatty(),  # no redraws in logs
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = [r.to_dict() for r in results]
-    payload = {
-        "model": args.model,
-        "model_kind": tm.kind,
-        "class_names": list(tm.class_names),
-        "method": "inputiba" if inputiba else explainer.name,
-        **layers,
-        "preset": args.preset if inputiba else None,
-        "config": settings,
-        "test_accuracy": tm.meta.get("test_accuracy"),
-        "results": records,
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    (out / "explanation.html").write_text(html_page(records), encoding="utf-8")
+    out = write_text_results(args.out, results, tm, explainer, model_name=args.model,
+                             preset=args.preset, options=options)
     write_run_config(cfg, out)
     if not args.quiet:
         color = not args.no_color and sys.stdout.isatty()

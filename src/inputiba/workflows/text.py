@@ -7,10 +7,12 @@ with :class:`~inputiba.modalities.text.TextInputIBA` or a text baseline of
 
 from __future__ import annotations
 
+import os
 import time
 import warnings as _warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from inputiba.core.targets import TargetType
 from inputiba.errors import InputIBAWarning, TextInputError
 from inputiba.modalities.text import TextInputIBA
 
-__all__ = ["TokenAttribution", "explain_texts", "text_explainer_for"]
+__all__ = ["TokenAttribution", "explain_texts", "text_explainer_for", "write_text_results"]
 
 
 @dataclass
@@ -76,6 +78,7 @@ def explain_texts(
     progress: bool = False,
     method: str = "inputiba",
     method_options: Mapping[str, Any] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> list[TokenAttribution]:
     """Texts in, tokens and scores (InputIBA or a baseline's) out, in one call.
@@ -98,6 +101,8 @@ def explain_texts(
             :data:`~inputiba.methods.text.TEXT_EXPLAINERS` (``"integrated_gradients"``,
             ``"lime"``), whose normalised map (B, T) in [0, 1] replaces the InputIBA scores.
         method_options: the baseline's keyword arguments (e.g. ``{"n_steps": 20}``).
+        out_dir: also write ``results.json`` and ``explanation.html`` there
+            (:func:`write_text_results`, what ``inputiba explain-text`` writes).
 
     Returns:
         One :class:`TokenAttribution` per text. For the LSTM the tokens are the text's words
@@ -176,6 +181,10 @@ def explain_texts(
                     warnings=notes,
                 )
             )
+    if out_dir is not None:
+        write_text_results(out_dir, out, tm, explainer,
+                           preset=preset if isinstance(preset, str) else None,
+                           options=method_options)
     return out
 
 
@@ -240,3 +249,47 @@ def text_explainer_for(text_model: Any, method: str, seed: int | None = None,
 def _class_name(tm: Any, index: int) -> str:
     names = tm.class_names
     return str(names[index]) if index < len(names) else str(index)
+
+
+def write_text_results(
+    out_dir: str | os.PathLike[str],
+    results: Sequence[TokenAttribution],
+    text_model: Any,
+    explainer: Any,
+    *,
+    model_name: str | None = None,
+    preset: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``results.json`` (the model, method, settings and one record per text) and
+    ``explanation.html`` (the tokens coloured by their scores) into ``out_dir``; returns it.
+
+    What ``inputiba explain-text`` writes; ``results`` come from :func:`explain_texts`;
+    ``options`` are a baseline's settings as given (InputIBA's come from its config).
+    """
+    from inputiba.data.io import save_json, save_text
+    from inputiba.report.text import html_page
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inputiba = isinstance(explainer, TextInputIBA)
+    if inputiba:
+        settings: Any = explainer.config.to_dict()
+        layers = {"feature_layer": explainer.layer, "embedding_layer": explainer.embedding_layer}
+    else:
+        settings = dict(options or {})
+        layers = {"embedding_layer": explainer.embedding_layer}
+    records = [r.to_dict() for r in results]
+    save_json(out / "results.json", {
+        "model": model_name or text_model.kind,
+        "model_kind": text_model.kind,
+        "class_names": list(text_model.class_names),
+        "method": "inputiba" if inputiba else explainer.name,
+        **layers,
+        "preset": preset if inputiba else None,
+        "config": settings,
+        "test_accuracy": text_model.meta.get("test_accuracy"),
+        "results": records,
+    })
+    save_text(out / "explanation.html", html_page(records))
+    return out
