@@ -102,3 +102,14 @@ def test_compiled_maps_equal_eager_maps(digits, digits_model, digits_stats):
     first, again = ex.attribute(x, seed=0), ex.attribute(x, seed=0)
     assert torch.allclose(first, eager, atol=1e-4)
     assert torch.equal(first, again)
+
+
+def test_text_explainers_say_that_precision_and_compile_do_not_apply():
+    from inputiba.modalities.text import TextInputIBA
+
+    model = nn.Module()
+    model.embedding, model.feature = nn.Embedding(10, 4), nn.Linear(4, 4)
+    with pytest.warns(UserWarning, match="image models only"):
+        TextInputIBA(model, "feature", "embedding", precision="bf16")
+    with pytest.warns(UserWarning, match="image models only"):
+        TextInputIBA(model, "feature", "embedding", compile=True)

@@ -115,8 +115,9 @@ class InputIBAConfig:
     what is optimised (alpha, the GAN's generators and critics) and every loss stay float32
     (:mod:`inputiba.core.precision`). On CPUs without bfloat16 arithmetic, bf16 is slower.
     ``compile``: compile the image models' network passes with ``torch.compile`` (each chunk
-    size compiles on first use, anew for every ``attribute`` call; see the README's speed
-    section for when that pays off).
+    size compiles on first use; the compiled network is kept across ``attribute`` calls while
+    the model's weights are unchanged; slower on the 2-core CPU measured, see the README's
+    speed section). Text explainers warn that these two settings do not apply to them.
     ``keep_freed_memory``: on CPU, tell glibc to keep freed memory for reuse rather than
     return it to the OS (:func:`inputiba.core.memory.keep_freed_memory`; process-wide, once):
     fresh memory costs page faults, which took as long as the convolutions.

@@ -264,6 +264,11 @@ class TextInputIBA:
         self.tokenizer = tokenizer
         self.pad_id = int(getattr(model, "pad_id", 0) if pad_id is None else pad_id)
         self.config = text_config(preset, **overrides)
+        if self.config.precision != "fp32" or self.config.compile:
+            import warnings
+
+            warnings.warn("The settings precision and compile apply to image models only; "
+                          "text models run in float32, eager", stacklevel=2)
         self.critic_hidden = critic_hidden
         self.progress = progress
         self._stats: dict[str, LayerStatistics] | None = None
