@@ -172,7 +172,7 @@ class _Scorer:
     running summaries and the curves for the mean plot)."""
 
     def __init__(self, model: nn.Module | None, s: EvaluationSettings) -> None:
-        m, bar = s.metrics, s.progress
+        m, bar = s.metrics, s.progress and sys.stderr.isatty()
         self.settings = s
         self.deletion = (
             Deletion(model, step=s.step, batch_size=s.batch_size, progress=bar)
@@ -430,7 +430,8 @@ def evaluate_maps(
     records, skipped_prob = [], []
     from tqdm.auto import tqdm
 
-    for it in tqdm(found, desc="evaluating", unit="image", disable=not s.progress):
+    live = s.progress and sys.stderr.isatty()  # no redraws in log files
+    for it in tqdm(found, desc="evaluating", unit="image", disable=not live):
         try:
             record = _score_item(it, files[it.name], known.get(it.name, it.target), scorer,
                                  net, preprocess, out_dir)

@@ -40,6 +40,7 @@ from inputiba.methods import available_explainers, get_explainer
 from inputiba.methods.base import Explainer, normalize_map
 from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps, resolve_model
 from inputiba.report.compare import METRICS, comparison_table, figure_grid, write_report
+from inputiba.workflows.records import is_terminal
 
 __all__ = [
     "CompareItem",
@@ -180,7 +181,8 @@ def compute_maps(
         return timing
     explainer: Explainer = explainer_factory()
     batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
-    for batch in tqdm(batches, desc=method, unit="batch", disable=not progress):
+    live = progress and is_terminal(sys.stderr)  # a bar where it redraws; else a line a batch
+    for k, batch in enumerate(tqdm(batches, desc=method, unit="batch", disable=not live), 1):
         x = torch.stack([preprocess(it.image) for it in batch]).to(device)
         t = torch.tensor([targets[it.name] for it in batch], device=device)
         t0 = time.perf_counter()
@@ -194,6 +196,10 @@ def compute_maps(
             save_npy(out / f"{it.name}.npy", full.numpy().astype(np.float32))
             timing[it.name] = seconds
         save_json(timing_path, timing)
+        if progress and not live:
+            print(f"inputiba compare: {method} [{k}/{len(batches)}] "
+                  f"{', '.join(it.name for it in batch)}: {seconds:.1f} s per image",
+                  file=sys.stderr)
     return timing
 
 
@@ -245,7 +251,7 @@ def _statistics_loader(
                   "stand-in crops (pass statistics= / --statistics for a real estimation set)",
                   file=sys.stderr)
             stats = estimate_layer_statistics(model, layer, batches, n_samples=None,
-                                              progress=s.progress)
+                                              progress=s.progress and is_terminal(sys.stderr))
             stats.save(path, model=model_name, layer=layer, source="standin")
             cache["stats"] = stats
         return cache["stats"]
