@@ -247,7 +247,9 @@ def test_a_failed_write_leaves_no_partial_outputs(photo, tmp_path, monkeypatch):
     def broken_overlay(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(wf, "save_overlay", broken_overlay)
+    import inputiba.workflows.image_outputs as outputs
+
+    monkeypatch.setattr(outputs, "save_overlay", broken_overlay)
     rec = explain_images([photo], seed=3, **kw)[0]
     assert rec["status"] == "failed" and "No space left" in rec["error"]
     # the maps of the failed run (written before the overlay failed) never replaced the

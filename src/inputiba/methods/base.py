@@ -29,7 +29,7 @@ from torch import nn
 from inputiba.core.functional import resize_map
 from inputiba.core.layers import _probe_with_hooks, frozen_eval
 from inputiba.core.targets import resolve_targets as _targets_from_logits
-from inputiba.modalities.image import check_image_batch
+from inputiba.modalities.image_base import check_image_batch
 
 __all__ = [
     "AttributionMethod",
