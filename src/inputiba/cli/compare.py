@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.core.config import PRESETS
 
     p = subparsers.add_parser(
         "compare",
@@ -105,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="weights file (or torchvision weights name)")
     p.add_argument("--layer", help="InputIBA/IBA bottleneck layer (default: the model's)")
     p.add_argument("--gradcam-layer", help="Grad-CAM layer (default: the last spatial one)")
-    p.add_argument("--preset", default=Default("fast"), choices=("fast", "paper"))
+    p.add_argument("--preset", default=Default("fast"), choices=tuple(PRESETS))
     p.add_argument("--statistics", help="LayerStatistics file for --layer")
     p.add_argument("--estimation-samples", type=int, default=Default(200),
                    help="stand-in crops to estimate the statistics when none are given")

@@ -62,7 +62,11 @@ def register(subparsers: Any) -> None:
                    "--set KEY=VALUE sets its options (e.g. n_steps=20, n_samples=300)")
     p.add_argument("--out", default=Default("inputiba-text"),
                    help="output folder (default: %(default)s)")
-    p.add_argument("--preset", choices=["paper", "fast"], default=Default("paper"))
+    from inputiba.core.config import PRESETS
+
+    p.add_argument("--preset", choices=tuple(PRESETS), default=Default("paper"),
+                   help="InputIBA preset (default paper: the text models are small, so the "
+                        "original settings take about a second per text on a CPU)")
     p.add_argument("--target", type=int, help="class to explain for every text "
                    "(default: each text's predicted class); 0 negative, 1 positive")
     p.add_argument("--batch-size", type=int, default=16)
