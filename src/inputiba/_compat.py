@@ -42,6 +42,7 @@ MOVED: dict[str, tuple[str, ...]] = {
                          "inputiba.models.resolve",
                          "inputiba.core.targets", "inputiba.errors"),
     "inputiba.runs": ("inputiba.workflows.dataset", "inputiba.workflows.distributed",
+                      "inputiba.workflows.run_files",
                       "inputiba.data.folders"),
     "inputiba.compare": ("inputiba.workflows.compare", "inputiba.report.compare",
                          "inputiba.metrics.evaluate", "inputiba.data.maps"),
