@@ -235,7 +235,6 @@ def test_tiny_images_are_refused_and_leave_nothing(capsys, photo, tmp_path):
 
 
 def test_a_failed_write_leaves_no_partial_outputs(photo, tmp_path, monkeypatch):
-    import inputiba.workflows.explain as wf
 
     out = tmp_path / "out"
     kw = {"model": TINY, "layer": "3", "estimation_samples": 16, "options": SMALL,
