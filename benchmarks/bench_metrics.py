@@ -49,9 +49,9 @@ class ChannelsLast(nn.Module):
 
 
 def load_lite0() -> tuple[nn.Module, callable]:
-    from inputiba.metrics.evaluate import resolve_model
+    from inputiba.models.image import load_model
 
-    return resolve_model("efficientnet-lite0")
+    return load_model("efficientnet-lite0")
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:

@@ -28,7 +28,8 @@ CONFIG_KEYS = {
 
 def run(args: argparse.Namespace) -> int:
     from inputiba.cli._runconfig import apply_config
-    from inputiba.metrics.evaluate import EvaluationSettings, resolve_model
+    from inputiba.metrics.evaluate import EvaluationSettings
+    from inputiba.models.image import load_model
     from inputiba.workflows.compare import CompareSettings, compare_methods
     from inputiba.workflows.runconfig import RunConfigError, write_run_config
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise RunConfigError(f"compare needs a statistics file as estimation.source / "
                              f"--statistics, not {args.statistics!r}")
     pre = cfg.model.preprocessing
-    preprocess = resolve_model(args.model, args.weights)[1] if pre is not None else None
+    preprocess = load_model(args.model, args.weights)[1] if pre is not None else None
     if pre is not None and (tuple(pre.build().hw), tuple(pre.mean), tuple(pre.std)) != (
         tuple(getattr(preprocess, "hw", ())), tuple(getattr(preprocess, "mean", ())),
         tuple(getattr(preprocess, "std", ())),
@@ -51,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
         min_probability=args.min_probability, sensitivity_subsets=args.sensitivity_subsets,
         device=args.device, progress=False,
     )
-    from inputiba.models.image import default_layer
-
     settings = CompareSettings(
-        methods=args.methods, layer=args.layer or default_layer(args.model),
+        methods=args.methods, layer=args.layer,
         gradcam_layer=args.gradcam_layer, preset=args.preset, inputiba_options=cfg.inputiba,
         statistics=args.statistics, estimation_samples=args.estimation_samples, seed=args.seed,
         ep_steps=args.ep_steps, ig_steps=args.ig_steps, batch_size=args.batch_size,

@@ -13,10 +13,9 @@ from inputiba.metrics.evaluate import (
     DEFAULT_METRICS,
     EvaluationSettings,
     evaluate_maps,
-    resolve_model,
 )
 
-__all__ = ["register", "run", "resolve_model", "evaluate_maps"]
+__all__ = ["register", "run", "evaluate_maps"]
 
 
 # ----------------------------------------------------------------------------- parser

@@ -409,7 +409,7 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented UTF-8 JSON, atomically (NaN/inf become ``null``)."""
-    text = json.dumps(_json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False)
     save_text(path, text + "\n")
 
 
@@ -428,22 +428,18 @@ def save_image(path: str | os.PathLike[str], image: np.ndarray, format: str | No
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(fh, format=fmt)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with only JSON types: paths and numpy/torch values converted, NaN/inf as None."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
         obj = obj.item()
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # arrays, tensors
-        return _json_safe(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with only JSON types: paths and numpy/torch values converted, NaN/inf as None."""
-    return _json_safe(obj)

@@ -46,6 +46,7 @@ from inputiba.metrics import (
     PointingGame,
     SensitivityN,
 )
+from inputiba.models.image import load_model
 
 __all__ = [
     "ALL_METRICS",
@@ -55,7 +56,6 @@ __all__ = [
     "EvaluationResult",
     "evaluate_maps",
     "map_files",
-    "resolve_model",
 ]
 
 ALL_METRICS = ("deletion", "insertion", "ehr", "pointing", "mass", "sensitivity")
@@ -124,16 +124,6 @@ class EvaluationResult:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def resolve_model(
-    name: str, weights: str | None = None
-) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
-    """``(model, preprocess)`` in eval mode, via :func:`inputiba.models.image.load_model`."""
-    from inputiba.models.image import load_model
-
-    model, preprocess = load_model(name, weights=weights)
-    return model.eval(), preprocess
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -424,7 +414,7 @@ def evaluate_maps(
     ) or any(it.target is None and it.name not in known for it in found)
     net = preprocess = None
     if need_model:
-        net, preprocess = model if isinstance(model, tuple) else resolve_model(model, weights)
+        net, preprocess = model if isinstance(model, tuple) else load_model(model, weights)
         net = net.to(s.device)
     scorer = _Scorer(net, s)
     records, skipped_prob = [], []

@@ -38,7 +38,8 @@ from inputiba.data.maps import EvalItem, builtin_items
 from inputiba.errors import ConfigError
 from inputiba.methods import available_explainers, get_explainer
 from inputiba.methods.base import Explainer, normalize_map
-from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps, resolve_model
+from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps
+from inputiba.models.image import load_model
 from inputiba.report.compare import METRICS, comparison_table, figure_grid, write_report
 from inputiba.workflows.records import is_terminal
 
@@ -333,7 +334,7 @@ def compare_methods(
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     model_name = model if isinstance(model, str) else type(model[0]).__name__
-    net, preprocess = model if isinstance(model, tuple) else resolve_model(model, weights)
+    net, preprocess = model if isinstance(model, tuple) else load_model(model, weights)
     net = net.to(s.device)
     layer = s.layer or (default_layer(model) if isinstance(model, str) else None)
     if layer is None and any(m in ("inputiba", "iba") for m in methods):

@@ -38,10 +38,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _append_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
         return
-    from inputiba.data.io import _json_safe
+    from inputiba.data.io import json_safe
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(_json_safe(r), ensure_ascii=False, allow_nan=False) + "\n"
+    text = "".join(json.dumps(json_safe(r), ensure_ascii=False, allow_nan=False) + "\n"
                    for r in rows)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)

@@ -9,7 +9,7 @@ Example file (every section and key is optional; omitted ones take the defaults)
 
     task: image                 # image | text
     model:
-      name: vgg16               # as for inputiba.workflows.explain.resolve_model
+      name: vgg16               # as for inputiba.models.resolve.resolve_model
       weights: vgg16.pth        # a file, a torchvision weights name (download), or null
       layer: features.17
       preprocessing: {size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
@@ -78,7 +78,7 @@ class Preprocessing:
 
 @dataclass
 class ModelSettings:
-    """The classifier: ``name`` (see :func:`inputiba.workflows.explain.resolve_model`), ``weights``
+    """The classifier: ``name`` (see :func:`inputiba.models.resolve.resolve_model`), ``weights``
     (file path, torchvision weights name, or None: packaged/random), ``layer`` (the feature
     bottleneck's layer; None: the model's default) and ``preprocessing`` (None: the model's
     own)."""
