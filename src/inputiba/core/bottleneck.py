@@ -251,7 +251,8 @@ def fit_input_bottleneck(
             the sample shape; ``(1, H, W)`` shares lambda across channels, ``(T, 1)`` across
             embedding dims).
         settings: as in :func:`fit_feature_bottleneck`; ``sigma`` smooths lambda spatially
-            (images; tokens are never smoothed).
+            (images; tokens are never smoothed); ``average`` N > 0: the result is the mean
+            lambda of the last N Adam iterates (its logits in ``alpha``), not the last one.
         valid: optional (B, *alpha_shape) mask of elements that exist (padding = 0); invalid
             elements always pass unchanged and cost nothing.
         loss_fn: per-sample classification loss.
@@ -273,6 +274,8 @@ def fit_input_bottleneck(
     hist = {k: torch.zeros(b, steps, device=x.device) for k in ("total", "cls", "info")}
 
     w = None if valid is None else valid.to(x.dtype).expand(b, *shape)
+    n_avg = min(settings.average, steps)
+    lamb_sum = torch.zeros_like(alpha) if n_avg else None
 
     for step in tqdm(range(steps), desc="stage 3: input bottleneck", disable=not progress,
                      leave=False):
@@ -293,7 +296,12 @@ def fit_input_bottleneck(
         hist["total"][:, step] = loss.detach()
         hist["cls"][:, step] = cls
         hist["info"][:, step] = info.detach()
+        if n_avg and step >= steps - n_avg:  # Polyak averaging of the last iterates
+            with torch.no_grad():
+                lamb_sum += torch.sigmoid(alpha)
     with torch.no_grad():
+        if n_avg:  # alpha: the logits of the averaged lambda, so maps read it as usual
+            alpha = torch.logit(lamb_sum / n_avg, eps=1e-6)
         lamb = _smooth(torch.sigmoid(alpha), sigma)
         kl = input_prior_kl(x, lamb, prior_mask, mean, std)
         if w is not None:

@@ -33,6 +33,9 @@ class BottleneckSettings:
         sigma: Gaussian smoothing of lambda, in cells of the bottleneck's grid (0: off;
             only 2-d grids, images and feature maps, are smoothed).
         init_alpha: the initial logits (lambda = sigmoid(5) ~ 0.993: almost everything passes).
+        average: 0: the result is the last iterate; N > 0: lambda (and its KL) is the mean of
+            the last N iterates' lambdas (Polyak averaging: the last Adam steps at lr 1.0 jitter
+            by about a logit, which averaging removes at no extra network pass).
     """
 
     beta: float = 20.0
@@ -41,6 +44,7 @@ class BottleneckSettings:
     draws: int = 10
     sigma: float = 0.0
     init_alpha: float = 5.0
+    average: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class GanSettings:
         lr_mean: learning rate of the generator's noise mean.
         lr_scale: learning rate of the generator's noise scale.
         lr_theta: learning rate of the generator's mask logits.
+        theta_init: the generator's initial mask logits: ``"capacity"`` (the stage-1 capacity in
+            bits per pixel, as the original code: the mask starts at sigmoid(<= 0.1) ~ 0.5
+            everywhere) or ``"normalized"`` (the capacity divided by its per-image maximum,
+            clamped to [0.05, 0.95], as the mask: logits -2.9 to 2.9, so the mask starts
+            shaped like the stage-1 map).
     """
 
     real: str = "capacity"
@@ -78,6 +87,7 @@ class GanSettings:
     lr_mean: float = 0.1
     lr_scale: float = 0.05
     lr_theta: float = 0.003
+    theta_init: str = "capacity"
 
 
 @dataclass
@@ -95,13 +105,18 @@ class InputIBAConfig:
     widths, or "original"), ``gan_epochs``, ``gan_dataset_size``,
     ``gan_subset_size``, ``gan_batch_size``, ``gan_critic_lr``, ``gan_clip``,
     ``gan_critic_iters`` (critic steps per generator step), ``gan_lr_mean``, ``gan_lr_scale``,
-    ``gan_lr_theta`` (RMSprop learning rates of the generator's parameters).
+    ``gan_lr_theta`` (RMSprop learning rates of the generator's parameters), ``gan_theta_init``
+    ("capacity": the generator's mask starts at the stage-1 capacity in bits as the original
+    code, about 0.5 everywhere; "normalized": at the per-image normalised capacity).
 
     Stage 3 (input bottleneck): ``input_beta``, ``input_steps``, ``input_lr``, ``input_draws``,
     ``input_sigma`` (smoothing of lambda in pixels), ``input_mean``, ``input_std`` (the noise
     distribution in normalised input space).
 
+    ``input_average``: stage 3's map is the mean lambda of its last N steps (0: the last step).
     ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
+    ``ensemble``: K >= 1: every map is the mean of K maps with independent seeds, run as one
+    batch of K times the samples (about K times the work; averages out the optimisation's noise).
     ``max_batch``: at most this many images (samples x draws) per forward pass, which bounds
     memory; results do not depend on it (gradients are accumulated exactly). None: no limit.
     ``channels_last``: run 4-d inputs and convolution weights in channels-last memory layout
@@ -144,6 +159,7 @@ class InputIBAConfig:
     gan_lr_mean: float = 0.1
     gan_lr_scale: float = 0.05
     gan_lr_theta: float = 0.003
+    gan_theta_init: str = "capacity"
 
     input_beta: float = 20.0
     input_steps: int = 60
@@ -152,8 +168,10 @@ class InputIBAConfig:
     input_sigma: float = 1.0
     input_mean: float = 0.0
     input_std: float = 1.0
+    input_average: int = 0
 
     seed: int = 0
+    ensemble: int = 1
     max_batch: int | None = 8
     channels_last: bool = True
     fold_batchnorm: bool = True
@@ -183,7 +201,8 @@ class InputIBAConfig:
     def input(self) -> BottleneckSettings:
         """Stage 3's settings (``input_*`` and ``init_alpha``)."""
         return BottleneckSettings(self.input_beta, self.input_steps, self.input_lr,
-                                  self.input_draws, self.input_sigma, self.init_alpha)
+                                  self.input_draws, self.input_sigma, self.init_alpha,
+                                  self.input_average)
 
     @property
     def gan(self) -> GanSettings:
@@ -264,6 +283,7 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "active_threshold": (float, 0, True, 1, False),
     "gan_real": (str, ("capacity", "lambda")),
     "gan_critic": (str, ("capped", "original")),
+    "gan_theta_init": (str, ("capacity", "normalized")),
     "gan_epochs": (int, 0, True, None, False),
     "gan_dataset_size": (int, 1, True, None, False),
     "gan_subset_size": (int, 1, True, None, False),
@@ -281,7 +301,9 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "input_sigma": (float, 0, True, None, False),
     "input_mean": (float, None, False, None, False),
     "input_std": (float, 0, False, None, False),
+    "input_average": (int, 0, True, None, False),
     "seed": (int, 0, True, 2**63 - 1, True),
+    "ensemble": (int, 1, True, None, False),
     "max_batch": (int, 1, True, None, False),
     "channels_last": (bool,),
     "fold_batchnorm": (bool,),

@@ -19,6 +19,7 @@ __all__ = [
     "capacity_to_bits",
     "resize_map",
     "capacity_map",
+    "normalized_logits",
     "classification_loss",
     "target_probability",
 ]
@@ -149,6 +150,20 @@ def capacity_map(kl_nats: torch.Tensor, size: tuple[int, int] | None = None) -> 
         return bits
     h, w = bits.shape[-2:]
     return resize_map(bits * (h * w) / (size[0] * size[1]), size)
+
+
+def normalized_logits(capacity: torch.Tensor, lo: float = 0.05, hi: float = 0.95) -> torch.Tensor:
+    """Mask logits from a capacity map normalised per sample: ``logit(clamp(c / max c, lo, hi))``.
+
+    Args:
+        capacity: (B, ...) non-negative capacity (any unit: only its shape per sample counts).
+        lo, hi: the clamp of the normalised mask (keeps the logits finite).
+
+    Returns:
+        Logits shaped like ``capacity`` (``lo``/``hi`` give -2.94/+2.94).
+    """
+    peak = capacity.flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (capacity.dim() - 1)))
+    return torch.logit((capacity / peak).clamp(lo, hi))
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

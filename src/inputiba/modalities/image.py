@@ -31,7 +31,7 @@ from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult, row_chunks
 from inputiba.core.config import InputIBAConfig, resolve_config
-from inputiba.core.functional import capacity_map
+from inputiba.core.functional import capacity_map, normalized_logits
 from inputiba.core.gan import ImageCritic
 from inputiba.core.layers import (
     LayerSplit,
@@ -81,6 +81,7 @@ class ImageStages(StageAdapter):
         cfg = explainer.config
         self.net, self.split, self.cl = net, split, cfg.channels_last
         self.critic_widths = CRITIC_WIDTHS[cfg.gan_critic]
+        self.theta_from = cfg.gan_theta_init
         self.layer_module = get_layer(net, explainer.layer)
         draws = cfg.feat_draws
         x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.cl)
@@ -125,9 +126,12 @@ class ImageStages(StageAdapter):
         return critic.init_per_sample(rng)
 
     def theta_init(self, feature: BottleneckResult) -> torch.Tensor:
-        # the capacity in bits per pixel, as the original code
+        # "capacity": the capacity in bits per pixel, as the original code
         b, c, h, w = self.inputs.shape
-        return capacity_map(feature.kl, (h, w)).expand(b, c, h, w)
+        cap = capacity_map(feature.kl, (h, w))
+        if self.theta_from == "normalized":
+            cap = normalized_logits(cap)
+        return cap.expand(b, c, h, w)
 
     def prior(self, gan_mask: torch.Tensor) -> torch.Tensor:
         return gan_mask
@@ -285,7 +289,7 @@ class InputIBA(_LayerAttribution):
         target: TargetType = None,
         *,
         seed: int | Sequence[int] | None = None,
-        ensemble: int = 1,
+        ensemble: int | None = None,
         return_details: bool = False,
     ) -> torch.Tensor | InputIBAResult:
         """Explain ``inputs`` for ``target``.
@@ -296,7 +300,8 @@ class InputIBA(_LayerAttribution):
                 class per sample (list or (B,) tensor).
             seed: per-sample seeds (int: ``seed + i``; default the config's ``seed``); a
                 sample's map depends only on its own input, target and seed.
-            ensemble: K >= 1: each sample's map is the mean of K maps with independent seeds,
+            ensemble: K >= 1 (default: the config's ``ensemble``, 1 unless a preset or
+                override sets it): each sample's map is the mean of K maps with independent seeds,
                 run as one batch of B * K (member ``k`` of sample ``i`` uses seed ``s_i + k``;
                 an int ``seed`` gives ``s_i = seed + i * K``, a sequence gives the ``s_i``;
                 see :func:`~inputiba.core.rng.ensemble_seeds`). It costs about K times one map
@@ -309,6 +314,8 @@ class InputIBA(_LayerAttribution):
             (B, 1, H, W) float tensor in [0, 1] on the inputs' device, or an
             :class:`InputIBAResult`.
         """
+        if ensemble is None:
+            ensemble = self.config.ensemble
         if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
             raise ValueError(f"ensemble must be an integer >= 1, got {ensemble!r}")
         k = ensemble
