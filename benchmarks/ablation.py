@@ -7,9 +7,23 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
   stage-1 capacity in bits per pixel) as prior;
 * ``*-uniform``: no GAN, stage 3 with a uniform prior 0.5;
 * ``*-s1prior``: no GAN, stage 3 with the stage-1 capacity normalised per image to [0, 1]
-  (clamped to [0.05, 0.95]) as prior: what the GAN's mask is meant to be;
+  (clamped to [0.05, 0.95]) as prior (``gan_theta_init="normalized"``, ``gan_epochs=0``):
+  what the GAN's mask is meant to be;
+* ``*-gantrain``: a WGAN that trains. The original generator cannot move: its mask logits
+  start at the capacity in bits (<= 0.1, so the mask is 0.50-0.53 everywhere), the paper
+  settings give it 40 RMSprop steps at lr 0.003 (at most ~0.1 logit each way), and its "real"
+  samples weight R by the capacity in nats (~0-0.07), so they are mostly noise of random means
+  and scales, which a mask does not have to match. Here: real samples are the stage-1
+  bottleneck Z* (``gan_real="lambda"``), the mask starts at the normalised stage-1 capacity
+  (``gan_theta_init="normalized"``), the generator steps on every batch
+  (``gan_critic_iters=1``) at ``gan_lr_theta=0.1`` (RMSprop's step is about lr per step when
+  the gradient's sign holds, so 35 steps can cross the +-3 logits of the initial mask);
+  under ``paper`` 5 epochs (35 generator steps, about half the network passes of ``paper``'s
+  stage 2);
 * ``iba``: stage 1 alone (the paper's stage-1 settings), upsampled;
-* ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds.
+* ``*-avgN``: ``input_average=N``: stage 3's map is the mean lambda of its last N steps;
+* ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds;
+* a preset's name (for example ``stable``): that preset as it is.
 
 Data: the built-in localisation set (photos with boxes) first, then the built-in photos;
 the class is the boxed class the model rates highest, else the prediction; photos whose
@@ -52,7 +66,7 @@ import numpy as np
 import torch
 
 from inputiba import IBA, InputIBA
-from inputiba.core.functional import capacity_map
+from inputiba.core.functional import capacity_map, normalized_logits
 from inputiba.data.assets import BUILTIN_PHOTO_NAMES, builtin_photos
 from inputiba.data.datasets import load_localization_set, scale_boxes
 from inputiba.metrics import Deletion, EffectiveHeatRatio, Insertion, MassInBox, PointingGame
@@ -74,22 +88,57 @@ class Variant:
     iba: bool = False
 
 
-def _variants() -> dict[str, Variant]:
-    out: dict[str, Variant] = {}
-    for p in ("paper", "fast"):
-        out[p] = Variant(p)
-        out[f"{p}-nogan"] = Variant(p, {"gan_epochs": 0})
-        out[f"{p}-uniform"] = Variant(p, {"gan_epochs": 0}, prior="uniform")
-        out[f"{p}-s1prior"] = Variant(p, {"gan_epochs": 0}, prior="stage1")
-    out["iba"] = Variant("paper", iba=True)
-    for k in (2, 4, 8):
-        out[f"fast-x{k}"] = Variant("fast", ensemble=k)
-        out[f"fast-nogan-x{k}"] = Variant("fast", {"gan_epochs": 0}, ensemble=k)
-        out[f"paper-nogan-x{k}"] = Variant("paper", {"gan_epochs": 0}, ensemble=k)
-    return out
+#: ``-gantrain``: a WGAN that trains (see the module docstring).
+GANTRAIN: dict[str, Any] = {"gan_real": "lambda", "gan_theta_init": "normalized",
+                            "gan_critic_iters": 1, "gan_lr_theta": 0.1}
 
 
-VARIANTS = _variants()
+def parse_variant(name: str) -> Variant:
+    """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-xK]``, ``iba``, or a preset.
+
+    ``-avgN``: ``input_average=N``; ``-xK``: ``ensemble=K``. Any other name must be a preset
+    (run as it is, for example the recommended one).
+    """
+    if name == "iba":
+        return Variant("paper", iba=True)
+    from inputiba.core.config import PRESETS
+
+    base, *mods = name.split("-")
+    if base not in ("paper", "fast"):
+        if name in PRESETS:
+            return Variant(name)
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}")
+    over: dict[str, Any] = {}
+    prior, k = None, 1
+    for m in mods:
+        if m == "nogan":
+            over["gan_epochs"] = 0
+        elif m == "uniform":
+            over["gan_epochs"], prior = 0, "uniform"
+        elif m == "s1prior":  # the generator's normalised initial mask, untrained
+            over.update(gan_epochs=0, gan_theta_init="normalized")
+        elif m == "gantrain":
+            over.update(GANTRAIN)
+            if base == "paper":
+                over["gan_epochs"] = 5  # a generator step per batch: 35 steps
+        elif m.startswith("avg") and m[3:].isdigit():
+            over["input_average"] = int(m[3:])
+        elif m.startswith("x") and m[1:].isdigit():
+            k = int(m[1:])
+        elif name in PRESETS:
+            return Variant(name)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown variant {name!r} (modifier {m!r})")
+    return Variant(base, over, prior=prior, ensemble=k)
+
+
+class _Variants(dict):  # type: ignore[type-arg]
+    def __missing__(self, name: str) -> Variant:
+        self[name] = parse_variant(name)
+        return self[name]
+
+
+VARIANTS: dict[str, Variant] = _Variants()
 DEFAULT_VARIANTS = ["paper", "paper-nogan", "paper-uniform", "iba", "fast", "fast-nogan",
                     "fast-s1prior", "fast-nogan-x4"]
 QUICK_VARIANTS = ["fast", "fast-nogan", "fast-uniform", "iba", "fast-nogan-x2"]
@@ -107,9 +156,7 @@ def _prior(kind: str | None) -> Iterator[None]:
         b, c, h, w = self.inputs.shape
         if kind == "uniform":
             return torch.zeros(b, c, h, w, dtype=self.inputs.dtype, device=self.inputs.device)
-        cap = capacity_map(feature.kl, (h, w))
-        m = (cap / cap.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(0.05, 0.95)
-        return torch.logit(m).expand(b, c, h, w)
+        return normalized_logits(capacity_map(feature.kl, (h, w))).expand(b, c, h, w)
 
     image_mod.ImageStages.theta_init = theta_init  # type: ignore[method-assign]
     try:
@@ -177,7 +224,10 @@ def compute(rm: Any, stats: Any, name: str, photo: Photo, seeds: int, cache: Pat
                                    return_details=True)
             maps = res.attribution
             if ex.config.gan_epochs > 0:
-                init = torch.sigmoid(res.feature_map)
+                init = res.feature_map
+                if ex.config.gan_theta_init == "normalized":
+                    init = normalized_logits(init)
+                init = torch.sigmoid(init)
                 for i in range(len(todo)):
                     a, b = res.gan_mask[i].flatten(), init[i].flatten()
                     moved[i] = {"gan_moved": float((a - b).abs().mean()),
@@ -305,10 +355,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 photo, 2 seeds, fast variants, coarse curves (~2 min)")
-    ap.add_argument("--photos", type=int, default=6, help="at most this many photos")
+    ap.add_argument("--photos", type=int, default=6, help="at most this many photos (0: all)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS),
-                    help=f"default: {' '.join(DEFAULT_VARIANTS)}")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help=f"see parse_variant; default: {' '.join(DEFAULT_VARIANTS)}")
     ap.add_argument("--reference", default=None, help="paired differences to this variant "
                     "(default: paper if run, else the first)")
     ap.add_argument("--step", type=float, default=0.05, help="deletion/insertion step (fraction)")
@@ -320,6 +370,8 @@ def main() -> None:
         args.photos, args.seeds, args.step = 1, 2, 0.2
         args.variants = args.variants or QUICK_VARIANTS
     variants = args.variants or DEFAULT_VARIANTS
+    for name in variants:
+        VARIANTS[name]  # noqa: B018 (fails early on an unknown name)
     reference = args.reference or ("paper" if "paper" in variants else variants[0])
     if reference not in variants:
         variants = [reference, *variants]
