@@ -226,10 +226,14 @@ _FAST: dict[str, Any] = {
 #: ``fast-nogan``: ``fast`` without stage 2 (``gan_epochs=0``): stage 3's prior is the GAN's
 #: initial mask, which ``fast``'s two generator steps barely move (the README's "What each
 #: stage buys": the same scores as ``fast`` within their intervals, in about 2/3 of the time).
+#: ``stable``: ``fast`` without stage 2, stage 3's prior the stage-1 capacity normalised per
+#: image (``gan_theta_init="normalized"``), each map the mean of 6 seeds' maps (``ensemble``):
+#: maps that change little with the seed (the README's "What each stage buys").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "fast": dict(_FAST),
     "fast-nogan": {**_FAST, "gan_epochs": 0},
+    "stable": {**_FAST, "gan_epochs": 0, "gan_theta_init": "normalized", "ensemble": 6},
 }
 
 #: The preset every entry point uses when none is named: the ``InputIBA`` and

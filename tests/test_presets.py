@@ -1,0 +1,69 @@
+"""The named presets: what they set, and the ``stable`` preset's maps on the digits CNN."""
+
+from __future__ import annotations
+
+import torch
+
+from inputiba import InputIBA
+from inputiba.core.config import PRESETS, InputIBAConfig, resolve_config
+from inputiba.core.functional import normalized_logits
+
+
+def test_paper_is_exactly_the_original_settings():
+    assert PRESETS["paper"] == {}
+    assert resolve_config("paper") == InputIBAConfig()
+    cfg = resolve_config("paper")
+    assert (cfg.gan_epochs, cfg.gan_lr_theta, cfg.gan_critic_iters, cfg.gan_theta_init,
+            cfg.input_steps, cfg.input_average, cfg.ensemble) == (20, 0.003, 5, "capacity", 60, 0, 1)
+
+
+def test_stable_is_fast_without_the_gan_with_a_normalised_prior_and_an_ensemble():
+    fast, stable = resolve_config("fast"), resolve_config("stable")
+    assert stable.gan_epochs == 0 and stable.gan_theta_init == "normalized"
+    assert stable.ensemble == 6
+    changed = {k for k, v in stable.to_dict().items() if fast.to_dict()[k] != v}
+    assert changed == {"gan_epochs", "gan_theta_init", "ensemble"}
+
+
+def _stable(model, stats, **over):
+    # the preset, with fewer stage-3 steps to keep the test short
+    return InputIBA(model, "features.4", stats, preset="stable", input_steps=8, **over)
+
+
+def test_stable_prior_is_the_normalised_stage1_map(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    res = _stable(digits_model, digits_stats, ensemble=1).attribute(x, return_details=True)
+    want = torch.sigmoid(normalized_logits(res.feature_map))
+    assert torch.allclose(res.gan_mask, want, atol=1e-5)
+    # spans the clamp [0.05, 0.95], unlike the original initial mask (about 0.5 everywhere)
+    assert res.gan_mask.amax() > 0.9 and res.gan_mask.amin() < 0.1
+
+
+def test_stable_map_is_the_mean_of_six_seeds(digits, digits_model, digits_stats):
+    x = digits[2][:2]
+    ex, single = _stable(digits_model, digits_stats), _stable(digits_model, digits_stats,
+                                                             ensemble=1)
+    maps = ex.attribute(x, target=[3, 5], seed=11)
+    assert maps.shape == (2, 1, 32, 32)
+    for i, t in enumerate([3, 5]):
+        members = single.attribute(x[[i] * 6], target=t, seed=[11 + 6 * i + k for k in range(6)])
+        assert torch.allclose(maps[i], members.mean(0), atol=1e-4)
+    # a batch neighbour does not change a map
+    alone = ex.attribute(x[[1]], target=[5], seed=[11 + 6])
+    assert torch.allclose(alone[0], maps[1], atol=1e-4)
+
+
+def test_stable_maps_agree_across_seeds_more_than_single_maps(digits, digits_model,
+                                                              digits_stats):
+    """Averaging six seeds raises seed-to-seed agreement (Pearson over pixels)."""
+    x, t = digits[2][:4], digits[3][:4]
+
+    def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+        a, b = a.flatten(1) - a.flatten(1).mean(1, keepdim=True), b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+        return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+
+    ens, single = _stable(digits_model, digits_stats), _stable(digits_model, digits_stats,
+                                                              ensemble=1)
+    c_single = corr(single.attribute(x, t, seed=0), single.attribute(x, t, seed=100))
+    c_ens = corr(ens.attribute(x, t, seed=0), ens.attribute(x, t, seed=1000))
+    assert c_ens > c_single
