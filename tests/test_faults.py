@@ -137,11 +137,16 @@ def test_ensemble_flag_is_the_ensemble_setting(capsys, photo, tmp_path):
         assert rc != 0
         _error_line(err, *words)
         assert not (tmp_path / "bad").exists()
-    # explain-dataset and explain-text take the flag too
-    for command in ("explain-dataset", "explain-text"):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        assert "--ensemble K" in capsys.readouterr().out
+    # explain-dataset too: its config.yaml records K and its map is explain's
+    out = tmp_path / "dataset"
+    rc, err = _cli(capsys, "explain-dataset", photo.parent, "-o", out, *TINY_ARGS, *REDUCED,
+                   "--ensemble", "2")
+    assert rc == 0, err
+    assert yaml.safe_load((out / "config.yaml").read_text())["inputiba"]["ensemble"] == 2
+    np.testing.assert_allclose(np.load(out / "chelsea.npy"), maps["flag"], atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["explain-text", "--help"])
+    assert "--ensemble K" in capsys.readouterr().out
 
 
 def test_config_file_inputiba_seed_is_the_run_seed(tmp_path):
