@@ -42,3 +42,49 @@ def test_chunks_may_be_modified_in_place_by_the_network():
     chunked, w.grad = w.grad.clone(), None
     (torch.relu(a @ w) * 2).sum().backward()
     torch.testing.assert_close(chunked, w.grad)
+
+
+def _fit_input(model, x, target, steps, average, seed=0):
+    from inputiba.core.bottleneck import fit_input_bottleneck
+    from inputiba.core.config import BottleneckSettings
+    from inputiba.core.rng import SampleRNG
+
+    settings = BottleneckSettings(beta=5.0, steps=steps, lr=1.0, draws=2, sigma=1.0,
+                                  average=average)
+    prior = torch.full_like(x, 0.5)
+    return fit_input_bottleneck(lambda inp, _s: model(inp), x, target, prior,
+                                SampleRNG([seed + i for i in range(x.shape[0])]), settings)
+
+
+def test_input_average_is_the_mean_lambda_of_the_last_iterates(digits, digits_model):
+    """average=N: stage 3's lambda is the smoothed mean of sigmoid(alpha) over the last N Adam
+    iterates. A run of j steps is the first j steps of a longer run with the same seeds (every
+    step draws the same noise from each sample's stream), so runs of s-N+1..s steps give the
+    iterates."""
+    x = digits[2][:2]
+    target = digits_model(x).argmax(1)
+    s, n = 8, 3
+    last = _fit_input(digits_model, x, target, s, 0)
+    # average=1 is the last iterate (up to the logit's eps)
+    one = _fit_input(digits_model, x, target, s, 1)
+    torch.testing.assert_close(one.lamb, last.lamb, atol=1e-5, rtol=0)
+    # the prefix property the iterates rely on: s-1 steps then one more is the s-step run
+    shorter = _fit_input(digits_model, x, target, s - 1, 0)
+    torch.testing.assert_close(shorter.losses["total"], last.losses["total"][:, :s - 1])
+    iterates = [torch.sigmoid(_fit_input(digits_model, x, target, j, 0).alpha)
+                for j in range(s - n + 1, s + 1)]
+    assert not torch.allclose(iterates[0], iterates[-1], atol=1e-3)  # they do move
+    avg = _fit_input(digits_model, x, target, s, n)
+    from inputiba.core.bottleneck import _smooth
+
+    want = _smooth(torch.stack(iterates).mean(0), 1.0)
+    torch.testing.assert_close(avg.lamb, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.sigmoid(avg.alpha), torch.stack(iterates).mean(0),
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(avg.lamb, last.lamb, atol=1e-3)
+    # N beyond the steps averages all of them; the losses are the same run's either way
+    all_steps = _fit_input(digits_model, x, target, 2, 10)
+    first2 = [torch.sigmoid(_fit_input(digits_model, x, target, j, 0).alpha) for j in (1, 2)]
+    torch.testing.assert_close(torch.sigmoid(all_steps.alpha), torch.stack(first2).mean(0),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(avg.losses["total"], last.losses["total"])

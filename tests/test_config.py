@@ -22,6 +22,10 @@ from inputiba.core.config import PRESETS, SETTING_RULES, resolve_config
     ({"channels_last": "yes"}, r"channels_last must be true or false"),
     ({"seed": -1}, r"seed must be an integer >= 0"),
     ({"active_threshold": 1.0}, r"active_threshold must be a number >= 0 and < 1"),
+    ({"ensemble": 0}, r"ensemble must be an integer >= 1, got 0"),
+    ({"ensemble": 1.5}, r"ensemble must be an integer >= 1, got 1.5"),
+    ({"input_average": -1}, r"input_average must be an integer >= 0"),
+    ({"gan_theta_init": "zero"}, r"gan_theta_init must be one of capacity, normalized"),
     ({"gan_subset_size": 500}, r"gan_subset_size \(500\) must be at most gan_dataset_size"),
 ])
 def test_bad_values_are_refused_with_the_valid_range(changes, match):

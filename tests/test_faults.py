@@ -111,6 +111,44 @@ def test_api_options_seed_is_the_run_seed(photo, tmp_path):
                                   np.load(tmp_path / "b" / "chelsea.npy"))
 
 
+def test_ensemble_flag_is_the_ensemble_setting(capsys, photo, tmp_path):
+    """``--ensemble 2`` is ``--set ensemble=2``: the run's settings (results.json, config.yaml)
+    record it and the maps are those of ``--set``; a disagreeing pair, a bad K and a baseline
+    method are refused before any output is written."""
+    maps = {}
+    for label, extra in {"flag": ["--ensemble", "2"], "set": ["--set", "ensemble=2"],
+                         "both": ["--ensemble", "2", "--set", "ensemble=2"], "one": []}.items():
+        out = tmp_path / label
+        rc, err = _cli(capsys, "explain", photo, "-o", out, *TINY_ARGS, *REDUCED, *extra)
+        assert rc == 0, err
+        maps[label] = np.load(out / "chelsea.npy")
+        rec = json.loads((out / "results.json").read_text())[0]
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        want = 1 if label == "one" else 2
+        assert rec["settings"]["options"].get("ensemble", 1) == want
+        assert cfg["inputiba"].get("ensemble", 1) == want
+    np.testing.assert_array_equal(maps["flag"], maps["set"])
+    np.testing.assert_array_equal(maps["flag"], maps["both"])
+    assert not np.array_equal(maps["flag"], maps["one"])
+    for extra, words in [(["--ensemble", "2", "--set", "ensemble=3"], ["--ensemble 2", "disagree"]),
+                         (["--ensemble", "0"], ["ensemble must be an integer >= 1"]),
+                         (["--ensemble", "2", "--method", "gradcam"], ["--ensemble 2", "InputIBA"])]:
+        rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "bad", *TINY_ARGS, *extra)
+        assert rc != 0
+        _error_line(err, *words)
+        assert not (tmp_path / "bad").exists()
+    # explain-dataset too: its config.yaml records K and its map is explain's
+    out = tmp_path / "dataset"
+    rc, err = _cli(capsys, "explain-dataset", photo.parent, "-o", out, *TINY_ARGS, *REDUCED,
+                   "--ensemble", "2")
+    assert rc == 0, err
+    assert yaml.safe_load((out / "config.yaml").read_text())["inputiba"]["ensemble"] == 2
+    np.testing.assert_allclose(np.load(out / "chelsea.npy"), maps["flag"], atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["explain-text", "--help"])
+    assert "--ensemble K" in capsys.readouterr().out
+
+
 def test_config_file_inputiba_seed_is_the_run_seed(tmp_path):
     from inputiba.errors import RunConfigError
     from inputiba.workflows.runconfig import parse_run_config

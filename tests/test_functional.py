@@ -10,6 +10,7 @@ from inputiba.core.functional import (
     gaussian_kernel_1d,
     gaussian_smooth,
     input_prior_kl,
+    normalized_logits,
 )
 
 
@@ -94,3 +95,22 @@ def test_classification_loss_softmax_and_binary():
     p = torch.sigmoid(torch.tensor(0.3)).item()
     assert lb[0].item() == pytest.approx(-math.log(p), rel=1e-5)
     assert lb[1].item() == pytest.approx(-math.log(1 - p), rel=1e-5)
+
+
+def test_normalized_logits_hand_computed_per_sample_and_finite_on_zero_maps():
+    cap = torch.tensor([[0.0, 1.0, 2.0, 4.0], [0.0, 0.1, 0.2, 0.4], [0.0, 0.0, 0.0, 0.0]])
+    got = normalized_logits(cap)
+    # c / max c, clamped to [0.05, 0.95]: [0.05, 0.25, 0.5, 0.95]
+    want = torch.logit(torch.tensor([0.05, 0.25, 0.5, 0.95]))
+    torch.testing.assert_close(got[0], want)
+    # each sample is normalised by its own maximum: a scaled map gives the same logits
+    torch.testing.assert_close(got[1], want)
+    # an all-zero map gives the lower clamp everywhere, not NaN
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[2], torch.full((4,), math.log(0.05 / 0.95)))
+    # any trailing shape; the clamp bounds are arguments
+    img = torch.rand(2, 1, 3, 3) * torch.tensor([1.0, 50.0]).view(2, 1, 1, 1)
+    out = normalized_logits(img, lo=0.1, hi=0.9)
+    assert out.shape == img.shape
+    assert torch.allclose(torch.sigmoid(out).flatten(1).amax(1), torch.tensor([0.9, 0.9]))
+    assert torch.sigmoid(out).min() >= 0.1 - 1e-6

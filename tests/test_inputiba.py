@@ -351,6 +351,46 @@ def test_ensemble_is_the_mean_of_its_members(digits, digits_model, digits_stats)
         ex.attribute(x, ensemble=0)
 
 
+def test_ensemble_setting_is_the_default_of_attribute(digits, digits_model, digits_stats):
+    """The setting ``ensemble`` K (constructor or resolve_config) is what attribute(ensemble=K)
+    does with the default config; an explicit argument still wins."""
+    from inputiba.core.config import resolve_config
+
+    x = digits[2][:2]
+    no_gan = dict(gan_epochs=0)  # stage 2 is not what this is about
+    plain = _explainer(digits_model, digits_stats, **no_gan)
+    want = plain.attribute(x, seed=5, ensemble=2)
+    assert not torch.allclose(want, plain.attribute(x, seed=5), atol=1e-3)
+    by_override = _explainer(digits_model, digits_stats, **no_gan, ensemble=2)
+    assert by_override.config.ensemble == 2
+    torch.testing.assert_close(by_override.attribute(x, seed=5), want)
+    by_config = InputIBA(digits_model, "features.4", digits_stats,
+                         preset=resolve_config("fast", **{**SMALL, **no_gan}, ensemble=2))
+    torch.testing.assert_close(by_config.attribute(x, seed=5), want)
+    torch.testing.assert_close(by_override.attribute(x, seed=5, ensemble=1),
+                               plain.attribute(x, seed=5))
+
+
+def test_gan_theta_init_normalized_starts_the_mask_at_the_shaped_capacity(
+        digits, digits_model, digits_stats):
+    """gan_theta_init="normalized": with no GAN steps the mask is
+    sigmoid(normalized_logits(capacity)), spanning 0.05..0.95 per image; "capacity" (bits per
+    pixel as logits) starts near 0.5 everywhere."""
+    from inputiba.core.functional import normalized_logits
+
+    x = digits[2][:2]
+    norm = _explainer(digits_model, digits_stats, gan_epochs=0,
+                      gan_theta_init="normalized").attribute(x, return_details=True)
+    torch.testing.assert_close(norm.gan_mask, torch.sigmoid(normalized_logits(norm.feature_map)))
+    lo, hi = norm.gan_mask.flatten(1).aminmax(dim=1)
+    assert torch.allclose(hi, torch.full((2,), 0.95)) and torch.allclose(lo, torch.full((2,), 0.05))
+    cap = _explainer(digits_model, digits_stats, gan_epochs=0).attribute(x, return_details=True)
+    torch.testing.assert_close(cap.feature_map, norm.feature_map)  # stage 1 is the same
+    assert ((cap.gan_mask - 0.5).abs() < 0.2).all()
+    # stage 3 runs on the other prior, so the maps differ
+    assert not torch.allclose(cap.attribution, norm.attribution, atol=1e-3)
+
+
 def test_fast_nogan_preset_runs_stage_3_on_the_initial_mask(digits, digits_model, digits_stats):
     x = digits[2][:2]
     res = InputIBA(digits_model, "features.4", digits_stats, preset="fast-nogan").attribute(

@@ -64,3 +64,65 @@ def test_the_sequence_critic_reads_real_tokens_whichever_side_the_padding_is():
     lengths = SequenceCritic(1, 5, torch.tensor([3]))
     lengths.load_state_dict(critic_r.state_dict())
     torch.testing.assert_close(lengths(fr), critic_r(fr))
+
+
+def test_text_ensemble_is_the_mean_of_its_members_and_ignores_neighbours():
+    """ensemble=K: text i's scores are the mean of the single-seed scores of seeds s_i + k
+    (an int seed: s_i = seed + i * K), as for images; the config's ``ensemble`` is the default."""
+    ex = _explainer()
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0, :5] = torch.tensor([5, 9, 2, 17, 3])
+    batch[1] = torch.tensor([4, 8, 15, 16, 23, 1, 30])
+    k = 3
+    ens = ex.attribute(batch, target=[1, 0], seed=7, ensemble=k, return_details=True)
+    assert ens.attribution.shape == (2, 7) and (ens.attribution[0, 5:] == 0).all()
+    assert ens.losses["input"]["total"].shape[0] == 2 * k
+    for i, t in enumerate([1, 0]):
+        row = batch[[i]]
+        members = [ex.attribute(row, target=t, seed=[7 + i * k + j], return_details=True)
+                   for j in range(k)]
+        torch.testing.assert_close(
+            ens.attribution[i], torch.stack([m.attribution[0] for m in members]).mean(0))
+        torch.testing.assert_close(
+            ens.gan_mask[i], torch.stack([m.gan_mask[0] for m in members]).mean(0))
+        assert not torch.allclose(members[0].attribution, members[1].attribution, atol=1e-4)
+    # a batch neighbour does not change a text's ensemble (sequence seeds are the base seeds)
+    alone = ex.attribute(batch[[1]], target=[0], seed=[7 + k], ensemble=k)
+    torch.testing.assert_close(alone[0], ens.attribution[1])
+    # the setting is the default K
+    ex.config = ex.config.replace(ensemble=k)
+    torch.testing.assert_close(ex.attribute(batch, target=[1, 0], seed=7), ens.attribution)
+    try:
+        ex.attribute(batch, ensemble=0)
+    except ValueError as e:
+        assert "ensemble" in str(e)
+    else:
+        raise AssertionError("ensemble=0 was accepted")
+
+
+def test_text_gan_theta_init_normalized_uses_the_real_tokens_capacity():
+    """gan_theta_init="normalized": the generator's token mask starts at the per-text
+    normalised stage-1 capacity (clamped to [0.05, 0.95]), padding excluded: with no GAN steps
+    the mask is that, its largest real token at 0.95."""
+    from inputiba.core.functional import normalized_logits
+
+    ex = _explainer()
+    ex.config = ex.config.replace(gan_epochs=0, gan_theta_init="normalized")
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0, :4] = torch.tensor([5, 9, 2, 17])
+    batch[1] = torch.tensor([4, 8, 15, 16, 23, 1, 30])
+    res = ex.attribute(batch, target=1, seed=3, return_details=True)
+    valid = batch != 0
+    cap = res.feature_capacity  # bits per token; the mask starts from its per-token mean
+    want = torch.sigmoid(normalized_logits(cap)) * valid
+    torch.testing.assert_close(res.gan_mask, want)
+    assert torch.allclose(res.gan_mask.amax(1), torch.tensor([0.95, 0.95]))
+    assert (res.gan_mask[0, 4:] == 0).all()
+    # alone, the short text starts from the same mask (padding never enters the maximum)
+    alone = ex.attribute(batch[[0], :4], target=1, seed=[3], return_details=True)
+    torch.testing.assert_close(alone.gan_mask[0], res.gan_mask[0, :4])
+    ex.config = ex.config.replace(gan_theta_init="capacity")
+    plain = ex.attribute(batch, target=1, seed=3, return_details=True)
+    dims = ex.statistics["lstm1"].shape[0]  # "capacity": bits per feature element as logits
+    torch.testing.assert_close(plain.gan_mask, torch.sigmoid(plain.feature_capacity / dims) * valid)
+    assert not torch.allclose(plain.gan_mask, res.gan_mask, atol=1e-2)

@@ -384,6 +384,40 @@ def test_explain_text_cli_config_writes_and_reproduces(lstm, tmp_path):
                  str(again), "--quiet"]) == 1
 
 
+def test_explain_text_cli_ensemble_flag(lstm, tmp_path):
+    """explain-text --ensemble 2 is --set ensemble=2: recorded in config.yaml and results.json;
+    a text's ensemble does not depend on the batch size (text j's base seed is seed + j)."""
+    import json
+
+    import yaml
+
+    from inputiba.cli import main
+
+    tm, _ = lstm
+    ckpt = tmp_path / "small-lstm.pt"
+    torch.save(lstm_state(tm), ckpt)
+    texts = ["A gorgeous, witty film.", "Dull and lifeless.", "Sharp and funny."]
+    scores = {}
+    for label, extra in {"flag": ["--ensemble", "2", "--batch-size", "3"],
+                         "set": ["--set", "ensemble=2", "--batch-size", "1"],
+                         "one": ["--batch-size", "3"]}.items():
+        out = tmp_path / label
+        args = ["explain-text", *texts, "--model", str(ckpt), "--out", str(out), "--preset",
+                "fast", "--quiet", "--threads", "1", *extra]
+        for k, v in REDUCED.items():
+            args += ["--set", f"{k}={v}"]
+        assert main(args) == 0
+        data = json.loads((out / "results.json").read_text())
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        want = 1 if label == "one" else 2
+        assert data["config"]["ensemble"] == want and cfg["inputiba"].get("ensemble", 1) == want
+        scores[label] = [r["scores"] for r in data["results"]]
+    for a, b in zip(scores["flag"], scores["set"], strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert any(a != pytest.approx(b, abs=1e-3)
+               for a, b in zip(scores["flag"], scores["one"], strict=True))
+
+
 def test_long_texts_and_unknown_words_are_recorded(lstm, explainer, tmp_path, capsys):
     """A text past the tokenizer's limit is cut with a warning and its full token count in the
     record; a text of unknown words only gets a warning; empty texts and an unwritable output

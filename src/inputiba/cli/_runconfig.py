@@ -15,7 +15,8 @@ from typing import Any
 
 from inputiba.workflows.runconfig import RunConfig, RunConfigError, load_run_config
 
-__all__ = ["Default", "add_config_argument", "apply_config", "unwrap_defaults"]
+__all__ = ["Default", "add_config_argument", "add_ensemble_argument", "apply_config",
+           "unwrap_defaults"]
 
 
 class Default:
@@ -69,6 +70,36 @@ def _seed_from_options(args: argparse.Namespace, path: str | None) -> None:
     args.options = list(options.items())
 
 
+def add_ensemble_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--ensemble K``, the shortcut of ``--set ensemble=K``."""
+    p.add_argument("--ensemble", type=int, metavar="K",
+                   help="InputIBA only: each map is the mean of K runs with independent seeds "
+                        "(about K times the work; same as --set ensemble=K; default 1)")
+
+
+def _ensemble_into_options(args: argparse.Namespace, inputiba_options: bool) -> None:
+    """``--ensemble K`` is ``--set ensemble=K``: add it to ``args.options`` (checked with the
+    other settings when the configuration is built).
+
+    Raises:
+        RunConfigError: ``--ensemble`` and ``--set ensemble=`` both given with different values,
+            or ``--ensemble`` for a method other than InputIBA.
+    """
+    k = getattr(args, "ensemble", None)
+    if k is None:
+        return
+    if not inputiba_options or not hasattr(args, "options"):
+        raise RunConfigError(f"--ensemble {k}: ensembles are an InputIBA setting; "
+                             "drop it for this method")
+    raw = args.options.value if isinstance(args.options, Default) else args.options
+    options = dict(raw)
+    if "ensemble" in options and options["ensemble"] != k:
+        raise RunConfigError(f"--ensemble {k} and --set ensemble={options['ensemble']} "
+                             "disagree; give one")
+    options["ensemble"] = k
+    args.options = list(options.items())
+
+
 def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
                  inputiba_options: bool = True, task: str = "image") -> RunConfig:
     """Merge ``args.config`` (if any) and the command line into ``args``; return the result.
@@ -94,6 +125,7 @@ def apply_config(args: argparse.Namespace, mapping: Mapping[str, str],
                 else "'inputiba explain' or 'inputiba explain-dataset'")
         raise RunConfigError(f"{cfg.source} is a {cfg.task} configuration; use it with {hint}")
     _seed_from_options(args, path)
+    _ensemble_into_options(args, inputiba_options)
     changes: dict[str, Any] = {}
     for key, dest in mapping.items():
         value = getattr(args, dest)

@@ -71,7 +71,7 @@ CONFIG_KEYS = {
 
 def register(subparsers: Any) -> None:
     """Add the ``explain`` parser."""
-    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument, add_ensemble_argument
     from inputiba.core.config import PRESETS
     from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
@@ -113,6 +113,7 @@ def register(subparsers: Any) -> None:
                         "'fast-nogan' (fast without the WGAN stage)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
+    add_ensemble_argument(p)
     p.add_argument("-b", "--batch-size", type=_positive_int, default=2, metavar="N",
                    help="images explained together: faster per image, but each costs about "
                         "2.5 GB of memory with EfficientNet-Lite0 (default: %(default)s)")

@@ -43,7 +43,7 @@ CONFIG_KEYS = {
 
 def register(subparsers: Any) -> None:
     """Add the ``explain-dataset`` parser."""
-    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument, add_ensemble_argument
     from inputiba.workflows.dataset import PRECISIONS
     from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
@@ -83,6 +83,7 @@ def register(subparsers: Any) -> None:
                    help="settings (default: %(default)s)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
+    add_ensemble_argument(p)
     p.add_argument("-b", "--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images explained together per process (default: %(default)s); the "
                         "max_batch setting (--set max_batch=N) bounds images per forward pass")

@@ -36,7 +36,7 @@ CONFIG_KEYS = {
 
 
 def register(subparsers: Any) -> None:
-    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument, add_ensemble_argument
     from inputiba.cli.explain import _positive_int, parse_option
 
     p = subparsers.add_parser(
@@ -74,6 +74,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="NAME=VALUE",
                    help="override an InputIBA setting, e.g. --set input_steps=20 (repeatable)")
+    add_ensemble_argument(p)
     p.add_argument("--no-color", action="store_true", help="plain terminal output")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no terminal listing, no progress bars")

@@ -37,11 +37,11 @@ from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult
 from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig
-from inputiba.core.functional import LN2, target_probability
+from inputiba.core.functional import LN2, normalized_logits, target_probability
 from inputiba.core.gan import SequenceCritic
 from inputiba.core.layers import frozen_eval, get_layer, layer_output, replace_output
 from inputiba.core.pipeline import StageAdapter, run_stages
-from inputiba.core.rng import SampleRNG, sample_seeds
+from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device
 from inputiba.core.targets import TargetType, resolve_targets
 from inputiba.errors import StatisticsError
@@ -166,9 +166,14 @@ class TextStages(StageAdapter):
 
     def theta_init(self, feature: BottleneckResult) -> torch.Tensor:
         # the stage-1 capacity per token in bits per feature element (the images' analogue:
-        # bits per input pixel); "zero" starts every token at m = 0.5
+        # bits per input pixel); "zero" starts every token at m = 0.5. The setting
+        # gan_theta_init="normalized" divides the capacity by its per-text maximum over the
+        # real tokens (padding has zero capacity), as the mask (functional.normalized_logits)
         if self.explainer.theta_init == "capacity":
-            return feature.kl.mean(-1, keepdim=True) / LN2
+            cap = feature.kl.mean(-1, keepdim=True) / LN2
+            if self.explainer.config.gan_theta_init == "normalized":
+                return normalized_logits(cap * self.feature_valid)
+            return cap
         return torch.zeros_like(self.feature_valid)
 
     def prior(self, gan_mask: torch.Tensor) -> torch.Tensor:
@@ -225,6 +230,10 @@ class TextInputIBA:
             :class:`~inputiba.core.config.InputIBAConfig`.
         pad_id: the padding id (default ``model.pad_id`` or 0) when no mask is given.
         critic_hidden: LSTM units of each sequence critic.
+        theta_init: the generator's initial token mask: ``"capacity"`` (the stage-1 capacity
+            per token; with the setting ``gan_theta_init="normalized"``, divided by its
+            per-text maximum, see :func:`~inputiba.core.functional.normalized_logits`) or
+            ``"zero"`` (0.5 everywhere, whatever ``gan_theta_init`` says).
         progress: progress bars per stage.
         **overrides: any :class:`~inputiba.core.config.InputIBAConfig` field.
     """
@@ -361,6 +370,7 @@ class TextInputIBA:
         attention_mask: torch.Tensor | None = None,
         *,
         seed: int | Sequence[int] | None = None,
+        ensemble: int | None = None,
         return_details: bool = False,
     ) -> torch.Tensor | TextInputIBAResult:
         """Token scores of ``token_ids`` for ``target``.
@@ -370,7 +380,13 @@ class TextInputIBA:
             target: None (each text's predicted class), an int for all, or one per text.
             attention_mask: (B, T), 1 for real tokens (default ``token_ids != pad_id``).
             seed: per-sample seeds (int: ``seed + i``; default the config's seed).
-            return_details: return a :class:`TextInputIBAResult`.
+            ensemble: K >= 1 (default: the config's ``ensemble``): each text's scores are the
+                mean of K runs with independent seeds, run as one batch of B * K, as for
+                images (:meth:`inputiba.InputIBA.attribute`): member ``k`` of text ``i`` uses
+                seed ``s_i + k``, where an int ``seed`` gives ``s_i = seed + i * K`` and a
+                sequence gives the ``s_i`` (:func:`~inputiba.core.rng.ensemble_seeds`).
+            return_details: return a :class:`TextInputIBAResult` (with K > 1 its per-token
+                maps are the members' means and its losses have B * K rows, text-major).
 
         Returns:
             (B, T) float scores in [0, 1], exactly 0 on padding (on the ids' device), or a
@@ -380,6 +396,15 @@ class TextInputIBA:
             ValueError: bad shapes, an all-padding row, or a feature layer where the
                 classification loss has no gradient.
         """
+        if ensemble is None:
+            ensemble = self.config.ensemble
+        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+            raise ValueError(f"ensemble must be an integer >= 1, got {ensemble!r}")
+        k = ensemble
+
+        def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, T) -> (B, T)
+            return maps if k == 1 else maps.reshape(-1, k, *maps.shape[1:]).mean(1)
+
         ids0, mask0 = check_token_batch(token_ids, attention_mask, self.pad_id)
         device = _model_device(self.model)
         ids, mask = ids0.to(device), mask0.to(device)
@@ -392,19 +417,20 @@ class TextInputIBA:
             emb = _token_features(store, self.embedding_layer, ids.shape).detach()
             tgt = resolve_targets(logits, target)
             self._check_gradient(ids, mask, tgt)
-            rng = SampleRNG(sample_seeds(self.config.seed if seed is None else seed,
-                                         ids.shape[0]), device, token_mask=mask)
-            batch = TextStages(self, ids, mask, r, emb)
-            res = run_stages(batch, tgt, rng, self.config, self.progress)
+            seeds = ensemble_seeds(self.config.seed if seed is None else seed, ids.shape[0], k)
+            rep = (lambda t: t.repeat_interleave(k, dim=0)) if k > 1 else (lambda t: t)
+            rng = SampleRNG(seeds, device, token_mask=rep(mask))
+            batch = TextStages(self, rep(ids), rep(mask), rep(r), rep(emb))
+            res = run_stages(batch, rep(tgt), rng, self.config, self.progress)
         valid = mask.bool()
-        scores = (res.input.lamb.squeeze(-1) * valid).to(ids0.device)
+        scores = (members_mean(res.input.lamb.squeeze(-1)) * valid).to(ids0.device)
         if not return_details:
             return scores
         return TextInputIBAResult(
             attribution=scores,
-            feature_capacity=res.feature.kl.sum(-1) / LN2,
-            gan_mask=res.gan.mask.squeeze(-1) * valid,
-            input_capacity=res.input.kl.sum(-1) / LN2,
+            feature_capacity=members_mean(res.feature.kl.sum(-1) / LN2),
+            gan_mask=members_mean(res.gan.mask.squeeze(-1)) * valid,
+            input_capacity=members_mean(res.input.kl.sum(-1) / LN2),
             attention_mask=mask,
             targets=tgt,
             probabilities=target_probability(logits, tgt),

@@ -142,7 +142,10 @@ def explain_texts(
         tchunk = None if targets is None else targets[start : start + batch_size]
         t0 = time.perf_counter()
         if inputiba:
-            res = explainer.attribute(ids, tchunk, mask, seed=base + start, return_details=True)
+            # text j's base seed is base + j, whatever the batch size (with ensemble K its
+            # members use base + j + k, as images do)
+            seeds = [base + start + i for i in range(len(chunk))]
+            res = explainer.attribute(ids, tchunk, mask, seed=seeds, return_details=True)
             attribution, res_targets, res_probs = res.attribution, res.targets, res.probabilities
         else:
             raw = explainer.attribute(ids, tchunk, attention_mask=mask, return_raw=True)
