@@ -43,7 +43,7 @@ Maps are cached in ``--cache`` (one ``.npz`` per variant, photo and seed), so a 
 extended (more variants, photos or seeds) without recomputing.
 
     python benchmarks/ablation.py --quick                      # smoke run, ~2 min
-    python benchmarks/ablation.py                              # default, ~25 min on 2 cores
+    python benchmarks/ablation.py                              # the README's table, ~100 min
     python benchmarks/ablation.py --photos 4 --seeds 3 --variants fast fast-nogan-x4 \\
         --reference fast --json ablation.json
 """
@@ -140,7 +140,7 @@ class _Variants(dict):  # type: ignore[type-arg]
 
 VARIANTS: dict[str, Variant] = _Variants()
 DEFAULT_VARIANTS = ["paper", "paper-nogan", "paper-uniform", "iba", "fast", "fast-nogan",
-                    "fast-s1prior", "fast-nogan-x4"]
+                    "fast-s1prior", "fast-s1prior-x6", "paper-gantrain", "fast-nogan-x6"]
 QUICK_VARIANTS = ["fast", "fast-nogan", "fast-uniform", "iba", "fast-nogan-x2"]
 
 
@@ -355,7 +355,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 photo, 2 seeds, fast variants, coarse curves (~2 min)")
-    ap.add_argument("--photos", type=int, default=6, help="at most this many photos (0: all)")
+    ap.add_argument("--photos", type=int, default=0, help="at most this many photos (0: all)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=None,
                     help=f"see parse_variant; default: {' '.join(DEFAULT_VARIANTS)}")

@@ -213,7 +213,7 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     factors = {
         "setup": 1.0,
         "feature": full.feat_steps / cfg.feat_steps,
-        "gan": full.gan_epochs / cfg.gan_epochs,
+        "gan": full.gan_epochs / cfg.gan_epochs if cfg.gan_epochs else 1.0,  # 0: no stage 2
         "input": full.input_steps / cfg.input_steps,
     }
     per_image = {k: v * factors[k] / batch for k, v in res.seconds.items()}
