@@ -95,7 +95,7 @@ def explain_texts(
         preset: InputIBA preset (when no explainer is given).
         **overrides: InputIBA settings over the preset (when no explainer is given).
         batch_size: texts per attribution batch.
-        seed: base seed (InputIBA: text ``i`` uses ``seed + i``; default the config's seed).
+        seed: base seed (default: the config's); text ``i`` uses ``seed + i``, members ``+ k``.
         progress: progress bar over batches.
         method: ``"inputiba"`` or a baseline of
             :data:`~inputiba.methods.text.TEXT_EXPLAINERS` (``"integrated_gradients"``,
@@ -142,10 +142,8 @@ def explain_texts(
         tchunk = None if targets is None else targets[start : start + batch_size]
         t0 = time.perf_counter()
         if inputiba:
-            # text j's base seed is base + j, whatever the batch size (with ensemble K its
-            # members use base + j + k, as images do)
-            seeds = [base + start + i for i in range(len(chunk))]
-            res = explainer.attribute(ids, tchunk, mask, seed=seeds, return_details=True)
+            res = explainer.attribute(ids, tchunk, mask, return_details=True,
+                                      seed=list(range(base + start, base + start + len(chunk))))
             attribution, res_targets, res_probs = res.attribution, res.targets, res.probabilities
         else:
             raw = explainer.attribute(ids, tchunk, attention_mask=mask, return_raw=True)
