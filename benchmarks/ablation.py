@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from inputiba import IBA, InputIBA
-from inputiba.core.functional import capacity_map, normalized_logits
+from inputiba.core.functional import normalized_logits
 from inputiba.data.assets import BUILTIN_PHOTO_NAMES, builtin_photos
 from inputiba.data.datasets import load_localization_set, scale_boxes
 from inputiba.metrics import Deletion, EffectiveHeatRatio, Insertion, MassInBox, PointingGame
@@ -83,7 +83,7 @@ class Variant:
 
     preset: str = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
-    prior: str | None = None  # None: the GAN's (initial) mask; "uniform"; "stage1"
+    prior: str | None = None  # None: the GAN's (initial) mask; "uniform": 0.5 everywhere
     ensemble: int = 1
     iba: bool = False
 
@@ -146,17 +146,15 @@ QUICK_VARIANTS = ["fast", "fast-nogan", "fast-uniform", "iba", "fast-nogan-x2"]
 
 @contextlib.contextmanager
 def _prior(kind: str | None) -> Iterator[None]:
-    """Replace the image adapter's initial GAN mask (the prior when ``gan_epochs=0``)."""
+    """Replace the image adapter's initial GAN mask (the prior when ``gan_epochs=0``) by 0.5
+    (``kind="uniform"``; the normalised stage-1 prior is the setting ``gan_theta_init``)."""
     if kind is None:
         yield
         return
     original = image_mod.ImageStages.theta_init
 
     def theta_init(self: image_mod.ImageStages, feature: Any) -> torch.Tensor:
-        b, c, h, w = self.inputs.shape
-        if kind == "uniform":
-            return torch.zeros(b, c, h, w, dtype=self.inputs.dtype, device=self.inputs.device)
-        return normalized_logits(capacity_map(feature.kl, (h, w))).expand(b, c, h, w)
+        return torch.zeros_like(self.inputs)
 
     image_mod.ImageStages.theta_init = theta_init  # type: ignore[method-assign]
     try:
