@@ -22,6 +22,8 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
   stage 2);
 * ``iba``: stage 1 alone (the paper's stage-1 settings), upsampled;
 * ``*-avgN``: ``input_average=N``: stage 3's map is the mean lambda of its last N steps;
+* ``*-sigF``, ``*-stepsN``, ``*-drawsN``: stage 3's ``input_sigma`` (smoothing of the mask,
+  pixels), ``input_steps``, ``input_draws``;
 * ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds;
 * a preset's name (for example ``stable``): that preset as it is.
 
@@ -93,10 +95,19 @@ GANTRAIN: dict[str, Any] = {"gan_real": "lambda", "gan_theta_init": "normalized"
                             "gan_critic_iters": 1, "gan_lr_theta": 0.1}
 
 
-def parse_variant(name: str) -> Variant:
-    """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-xK]``, ``iba``, or a preset.
+def _number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
 
-    ``-avgN``: ``input_average=N``; ``-xK``: ``ensemble=K``. Any other name must be a preset
+
+def parse_variant(name: str) -> Variant:
+    """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN][-xK]``,
+    ``iba``, or a preset.
+
+    ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``: ``input_sigma``,
+    ``input_steps``, ``input_draws``; ``-xK``: ``ensemble=K``. Any other name must be a preset
     (run as it is, for example the recommended one).
     """
     if name == "iba":
@@ -123,6 +134,12 @@ def parse_variant(name: str) -> Variant:
                 over["gan_epochs"] = 5  # a generator step per batch: 35 steps
         elif m.startswith("avg") and m[3:].isdigit():
             over["input_average"] = int(m[3:])
+        elif m.startswith("sig") and _number(m[3:]):
+            over["input_sigma"] = float(m[3:])
+        elif m.startswith("steps") and m[5:].isdigit():
+            over["input_steps"] = int(m[5:])
+        elif m.startswith("draws") and m[5:].isdigit():
+            over["input_draws"] = int(m[5:])
         elif m.startswith("x") and m[1:].isdigit():
             k = int(m[1:])
         elif name in PRESETS:
