@@ -17,12 +17,12 @@ def test_paper_is_exactly_the_original_settings():
             cfg.input_steps, cfg.input_average, cfg.ensemble) == (20, 0.003, 5, "capacity", 60, 0, 1)
 
 
-def test_stable_is_fast_without_the_gan_with_a_normalised_prior_and_an_ensemble():
-    fast, stable = resolve_config("fast"), resolve_config("stable")
+def test_stable_is_paper_without_the_gan_with_a_normalised_prior_and_an_ensemble():
+    paper, stable = resolve_config("paper"), resolve_config("stable")
     assert stable.gan_epochs == 0 and stable.gan_theta_init == "normalized"
-    assert stable.ensemble == 6
-    changed = {k for k, v in stable.to_dict().items() if fast.to_dict()[k] != v}
-    assert changed == {"gan_epochs", "gan_theta_init", "ensemble"}
+    assert (stable.input_steps, stable.ensemble) == (30, 3)
+    changed = {k for k, v in stable.to_dict().items() if paper.to_dict()[k] != v}
+    assert changed == {"gan_epochs", "gan_theta_init", "input_steps", "ensemble"}
 
 
 def _stable(model, stats, **over):
@@ -39,23 +39,23 @@ def test_stable_prior_is_the_normalised_stage1_map(digits, digits_model, digits_
     assert res.gan_mask.amax() > 0.9 and res.gan_mask.amin() < 0.1
 
 
-def test_stable_map_is_the_mean_of_six_seeds(digits, digits_model, digits_stats):
+def test_stable_map_is_the_mean_of_three_seeds(digits, digits_model, digits_stats):
     x = digits[2][:2]
     ex, single = _stable(digits_model, digits_stats), _stable(digits_model, digits_stats,
                                                              ensemble=1)
     maps = ex.attribute(x, target=[3, 5], seed=11)
     assert maps.shape == (2, 1, 32, 32)
     for i, t in enumerate([3, 5]):
-        members = single.attribute(x[[i] * 6], target=t, seed=[11 + 6 * i + k for k in range(6)])
+        members = single.attribute(x[[i] * 3], target=t, seed=[11 + 3 * i + k for k in range(3)])
         assert torch.allclose(maps[i], members.mean(0), atol=1e-4)
     # a batch neighbour does not change a map
-    alone = ex.attribute(x[[1]], target=[5], seed=[11 + 6])
+    alone = ex.attribute(x[[1]], target=[5], seed=[11 + 3])
     assert torch.allclose(alone[0], maps[1], atol=1e-4)
 
 
 def test_stable_maps_agree_across_seeds_more_than_single_maps(digits, digits_model,
                                                               digits_stats):
-    """Averaging six seeds raises seed-to-seed agreement (Pearson over pixels)."""
+    """Averaging three seeds raises seed-to-seed agreement (Pearson over pixels)."""
     x, t = digits[2][:4], digits[3][:4]
 
     def corr(a: torch.Tensor, b: torch.Tensor) -> float:
