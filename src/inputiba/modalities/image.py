@@ -313,6 +313,15 @@ class InputIBA(_LayerAttribution):
         Returns:
             (B, 1, H, W) float tensor in [0, 1] on the inputs' device, or an
             :class:`InputIBAResult`.
+
+        Raises:
+            InputError: inputs of the wrong shape or dtype, with NaN, empty, of another size
+                than the statistics', or that the model fails on.
+            TargetError: a target out of range, not a class index, or the wrong number.
+            StatisticsError: no statistics (call :meth:`estimate` or set them).
+            ValueError: ``ensemble`` not an integer >= 1. (The errors above are
+                :class:`~inputiba.errors.InputIBAError`, and ``ValueError`` or
+                ``RuntimeError``.)
         """
         if ensemble is None:
             ensemble = self.config.ensemble
