@@ -463,3 +463,22 @@ def test_long_texts_and_unknown_words_are_recorded(lstm, explainer, tmp_path, ca
                  "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("inputiba: error: Output folder") and "is a file" in err
+
+
+def test_explain_texts_ensemble_runs_never_share_a_seed(lstm, explainer):
+    """With an ensemble of K, text j's members use seeds ``seed + j*K + k``: before, text j's
+    base was ``seed + j``, so member k of text j and member k-1 of text j+1 shared a stream."""
+    from inputiba.workflows.text import explain_texts
+
+    tm, _ = lstm
+    texts = ["A gorgeous, witty film.", "Dull and lifeless.", "Sharp and funny."]
+    old = explainer.config
+    explainer.config = old.replace(ensemble=2)
+    try:
+        got = explain_texts(texts, tm, explainer=explainer, seed=5, batch_size=2)
+        for j, text in enumerate(texts):
+            ids, mask = tm.tokenizer([text])
+            want = explainer.attribute(ids, None, mask, seed=[5 + 2 * j])[0, : int(mask.sum())]
+            assert got[j].scores == pytest.approx(want.tolist(), abs=1e-5)
+    finally:
+        explainer.config = old

@@ -98,7 +98,7 @@ def register(subparsers: Any) -> None:
                         "(default: %(default)s; results.json has all)")
     p.add_argument("--device", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK); default: cuda "
                                     "when available")
-    p.add_argument("--seed", type=int, default=Default(0), help="item i uses seed + i (default: 0)")
+    p.add_argument("--seed", type=int, default=Default(0), help="item i uses seed + i (times K with --ensemble K; default: 0)")
     p.add_argument("-o", "--out", default=Default(DEFAULT_OUT_DIR), metavar="DIR",
                    help="output folder (default: ./%(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")

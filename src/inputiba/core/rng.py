@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SampleRNG", "ensemble_seeds", "sample_seeds"]
+__all__ = ["SampleRNG", "ensemble_seeds", "run_base_seeds", "sample_seeds"]
 
 
 def sample_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
@@ -43,6 +43,18 @@ def ensemble_seeds(seed: int | Sequence[int] | None, batch: int, members: int) -
     else:
         base = sample_seeds(seed, batch)
     return [s + k for s in base for k in range(members)]
+
+
+def run_base_seeds(seed: int, indices: Sequence[int], members: int = 1) -> list[int]:
+    """Base seeds of the items at ``indices`` of a run done in chunks: ``seed + i * members``.
+
+    Item ``i``'s ``members`` ensemble runs use ``base + k`` (:func:`ensemble_seeds` with a
+    sequence), so no two runs of the whole run share a seed, however it is chunked; with
+    ``members=1`` item ``i`` uses ``seed + i``.
+    """
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    return [seed + int(i) * members for i in indices]
 
 
 class SampleRNG:

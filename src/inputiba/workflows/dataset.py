@@ -25,8 +25,9 @@ resolution, statistics and per-batch writer), and adds:
   (:func:`accelerated`: ``torch.autocast`` over the network's forward passes while the
   optimised parameters stay float32) and channels-last weights.
 
-Each item's random seed is ``seed + item.index`` (its position in the full dataset listing), so
-its map does not depend on the batch, the shard or the resume point it ran in.
+Each item's random seed is ``seed + item.index * K`` (its position in the full dataset listing;
+K the ensemble size, 1 by default), so its map does not depend on the batch, the shard or the
+resume point it ran in.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def explain_dataset(
         batch_size: images explained together per process.
         device: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:<local rank>``); default CUDA
             when available.
-        seed: item ``i`` of the full listing uses seed ``seed + i`` (default:
+        seed: item ``i`` of the full listing uses seed ``seed + i * K`` (ensemble K; default:
             ``options["seed"]`` when given, else 0).
         out_dir: the output folder (see the module docstring for its files).
         layout: ``"flat"`` (outputs ``<out>/<class>__<stem>.npy``...) or ``"class"``

@@ -398,7 +398,7 @@ def explain_images(
             with the ``fast`` preset, mostly the WGAN's generator batch).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         seed: seeds torch and the stand-in estimation set; image ``i`` of the run uses
-            ``seed + i``. Default: ``options["seed"]`` when given, else 0.
+            ``seed + i * K`` (ensemble K). Default: ``options["seed"]`` when given, else 0.
         out_dir: the output folder (created; files of other images already there are kept, and
             ``results.json`` / ``index.html`` list them too).
         estimation_samples: at most this many estimation samples (default: all images of the

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from inputiba.core.functional import resize_map
+from inputiba.core.rng import run_base_seeds
 from inputiba.data.io import (
     ImageSource,
     bound_image,
@@ -96,7 +97,8 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
         predicted = probs.argmax(1).tolist()
         targets = [t if t is not None else p for t, p in
                    zip((resolved_targets[i] for i in idx), predicted, strict=True)]
-        res = explainer.attribute(x, target=targets, seed=[seed + i for i in idx],
+        members = getattr(getattr(explainer, "config", None), "ensemble", 1)
+        res = explainer.attribute(x, target=targets, seed=run_base_seeds(seed, idx, members),
                                   return_details=True)
     except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
         for i in idx:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from inputiba.core.config import InputIBAConfig
 from inputiba.core.functional import target_probability
 from inputiba.core.layers import frozen_eval
+from inputiba.core.rng import run_base_seeds
 from inputiba.core.targets import TargetType
 from inputiba.errors import InputIBAWarning, TextInputError
 from inputiba.modalities.text import TextInputIBA
@@ -95,7 +96,7 @@ def explain_texts(
         preset: InputIBA preset (when no explainer is given).
         **overrides: InputIBA settings over the preset (when no explainer is given).
         batch_size: texts per attribution batch.
-        seed: base seed (default: the config's); text ``i`` uses ``seed + i``, members ``+ k``.
+        seed: base seed (default: the config's); text ``i`` uses ``seed + i * K`` (ensemble K).
         progress: progress bar over batches.
         method: ``"inputiba"`` or a baseline of
             :data:`~inputiba.methods.text.TEXT_EXPLAINERS` (``"integrated_gradients"``,
@@ -142,8 +143,8 @@ def explain_texts(
         tchunk = None if targets is None else targets[start : start + batch_size]
         t0 = time.perf_counter()
         if inputiba:
-            res = explainer.attribute(ids, tchunk, mask, return_details=True,
-                                      seed=list(range(base + start, base + start + len(chunk))))
+            seeds = run_base_seeds(base, range(start, start + len(chunk)), explainer.config.ensemble)
+            res = explainer.attribute(ids, tchunk, mask, return_details=True, seed=seeds)
             attribution, res_targets, res_probs = res.attribution, res.targets, res.probabilities
         else:
             raw = explainer.attribute(ids, tchunk, attention_mask=mask, return_raw=True)
