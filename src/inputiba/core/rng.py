@@ -39,7 +39,7 @@ def ensemble_seeds(seed: int | Sequence[int] | None, batch: int, members: int) -
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
     if isinstance(seed, int):
-        base = [seed + i * members for i in range(batch)]
+        base = run_base_seeds(seed, range(batch), members)
     else:
         base = sample_seeds(seed, batch)
     return [s + k for s in base for k in range(members)]
