@@ -95,7 +95,23 @@ GANTRAIN: dict[str, Any] = {"gan_real": "lambda", "gan_theta_init": "normalized"
                             "gan_critic_iters": 1, "gan_lr_theta": 0.1}
 
 
-def _number(text: str) -> bool:
+#: ``-<prefix><value>`` modifiers that set one stage-3 setting.
+SETTING_MODIFIERS: dict[str, tuple[str, type]] = {
+    "avg": ("input_average", int), "sig": ("input_sigma", float),
+    "steps": ("input_steps", int), "draws": ("input_draws", int),
+}
+
+
+def _setting_modifier(m: str) -> tuple[str, Any] | None:
+    """``(setting, value)`` for a modifier of :data:`SETTING_MODIFIERS`, else None."""
+    for prefix, (key, kind) in SETTING_MODIFIERS.items():
+        rest = m[len(prefix):]
+        if m.startswith(prefix) and (rest.isdigit() if kind is int else _non_negative(rest)):
+            return key, kind(rest)
+    return None
+
+
+def _non_negative(text: str) -> bool:
     try:
         return float(text) >= 0
     except ValueError:
@@ -132,14 +148,8 @@ def parse_variant(name: str) -> Variant:
             over.update(GANTRAIN)
             if base == "paper":
                 over["gan_epochs"] = 5  # a generator step per batch: 35 steps
-        elif m.startswith("avg") and m[3:].isdigit():
-            over["input_average"] = int(m[3:])
-        elif m.startswith("sig") and _number(m[3:]):
-            over["input_sigma"] = float(m[3:])
-        elif m.startswith("steps") and m[5:].isdigit():
-            over["input_steps"] = int(m[5:])
-        elif m.startswith("draws") and m[5:].isdigit():
-            over["input_draws"] = int(m[5:])
+        elif (setting := _setting_modifier(m)) is not None:
+            over[setting[0]] = setting[1]
         elif m.startswith("x") and m[1:].isdigit():
             k = int(m[1:])
         elif name in PRESETS:
