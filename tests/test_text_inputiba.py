@@ -386,7 +386,7 @@ def test_explain_text_cli_config_writes_and_reproduces(lstm, tmp_path):
 
 def test_explain_text_cli_ensemble_flag(lstm, tmp_path):
     """explain-text --ensemble 2 is --set ensemble=2: recorded in config.yaml and results.json;
-    a text's ensemble does not depend on the batch size (text j's base seed is seed + j)."""
+    a text's ensemble does not depend on the batch size (text j's base seed is seed + j*K)."""
     import json
 
     import yaml
