@@ -16,7 +16,6 @@ per method.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -153,10 +152,6 @@ def _plot_curves(
     plt.close(fig)
 
 
-def _clean(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
 class _Scorer:
     """The metric objects of one evaluation and the per-image scoring (state: the metrics'
     running summaries and the curves for the mean plot)."""
@@ -214,7 +209,7 @@ class _Scorer:
             before = len(m.skipped)
             (row,) = m.update([amap], [region], names=[item.name])
             if row is not None:
-                record.update({k: _clean(v) for k, v in row.items()})
+                record.update({k: json_safe(v) for k, v in row.items()})
             elif len(m.skipped) > before and region is not None:
                 record["skipped"].append(
                     {"metric": type(m).__name__, "reason": m.skipped[-1]["reason"]}
@@ -243,10 +238,10 @@ class _Scorer:
             self.mean_curves[key].append(sc)
         if self.sensitivity is not None:
             r = self.sensitivity.update(x, [target], small, names=[name])
-            record["sensitivity_n"] = _clean(r.mean[0].item())
+            record["sensitivity_n"] = json_safe(r.mean[0].item())
             record["sensitivity_n_per_n"] = {
-                str(n): _clean(float(c)) for n, c in zip(r.ns, r.correlations[0].tolist(),
-                                                         strict=True)
+                str(n): json_safe(float(c))
+                for n, c in zip(r.ns, r.correlations[0].tolist(), strict=True)
             }
         return curves
 
