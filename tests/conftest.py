@@ -90,3 +90,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def stats_cache(tmp_path_factory):
+    """A private statistics cache (``INPUTIBA_CACHE``) shared by the runs of a test module."""
+    path = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INPUTIBA_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+def one_error_line(err: str, *words: str) -> str:
+    """The single ``inputiba: error:`` line of a CLI's stderr ``err`` (no traceback), which
+    contains every one of ``words``."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("inputiba: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def error_line():
+    """:func:`one_error_line`, for tests of the CLI's one-line errors."""
+    return one_error_line

@@ -41,16 +41,6 @@ CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A private statistics cache, shared by the runs of this module."""
-    path = tmp_path_factory.mktemp("cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("INPUTIBA_CACHE", str(path))
-    yield path
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """chelsea.jpg (stored rotated, EXIF says turn back) and coffee.png (RGBA)."""
     folder = tmp_path_factory.mktemp("photos")
@@ -66,12 +56,12 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def good_run(cache, photos, tmp_path_factory):
+def good_run(stats_cache, photos, tmp_path_factory):
     """The CLI, as a subprocess, on the two photos with EfficientNet-Lite0."""
     folder, sizes = photos
     out = tmp_path_factory.mktemp("out")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get(
-        "PYTHONPATH", "")]), "INPUTIBA_CACHE": str(cache)}
+        "PYTHONPATH", "")]), "INPUTIBA_CACHE": str(stats_cache)}
     cmd = [sys.executable, "-m", "inputiba.cli", "explain", str(folder / "chelsea.jpg"),
            str(folder / "coffee.png"), "-o", str(out), *COMMON, *REDUCED]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -209,15 +199,6 @@ def _assert_intact(out: Path, before: dict[str, str]) -> None:
     assert _snapshot(out) == before
 
 
-def _one_error_line(err: str, *words: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("inputiba: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
@@ -227,13 +208,13 @@ def _one_error_line(err: str, *words: str) -> str:
         (["--layer", "_blocks.99"], ["Layer '_blocks.99' not found", "_blocks.9"]),
     ],
 )
-def test_run_level_errors(capsys, good_out, photos, extra, words):
+def test_run_level_errors(error_line, capsys, good_out, photos, extra, words):
     before = _snapshot(good_out)
     folder, _ = photos
     rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", *COMMON, *REDUCED,
                        *extra)
     assert rc != 0
-    _one_error_line(err, *words)
+    error_line(err, *words)
     _assert_intact(good_out, before)
 
 
@@ -251,12 +232,12 @@ def test_run_level_errors(capsys, good_out, photos, extra, words):
          torch.cuda.is_available() else ["--device", "nonsense"], ["evice"]),
     ],
 )
-def test_run_level_errors_small_model(capsys, good_out, photos, extra, words):
+def test_run_level_errors_small_model(error_line, capsys, good_out, photos, extra, words):
     before = _snapshot(good_out)
     folder, _ = photos
     rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", *extra)
     assert rc != 0
-    _one_error_line(err, *words)
+    error_line(err, *words)
     _assert_intact(good_out, before)
 
 
@@ -269,25 +250,25 @@ def test_traceback_on_request(good_out, photos):
               "--model", TINY, "--layer", "3", "--target", "9"])
 
 
-def test_weights_that_do_not_fit(capsys, good_out, photos, tmp_path):
+def test_weights_that_do_not_fit(error_line, capsys, good_out, photos, tmp_path):
     before = _snapshot(good_out)
     folder, _ = photos
     wrong = tmp_path / "wrong.pth"
     torch.save(torch.nn.Linear(4, 2).state_dict(), wrong)
     rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", "--weights", wrong)
     assert rc != 0
-    _one_error_line(err, str(wrong))
+    error_line(err, str(wrong))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a checkpoint")
     rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", "--model", TINY,
                        "--layer", "2", "--weights", garbage)
     assert rc != 0
-    _one_error_line(err, str(garbage), "Cannot read weights")
+    error_line(err, str(garbage), "Cannot read weights")
     # the tiny model with another model's weights: counts what does not fit
     rc, err = _explain(capsys, folder / "chelsea.jpg", "-o", good_out, "-q", "--model", TINY,
                        "--layer", "2", "--weights", wrong)
     assert rc != 0
-    _one_error_line(err, str(wrong), "does not fit", "missing", "unexpected")
+    error_line(err, str(wrong), "does not fit", "missing", "unexpected")
     _assert_intact(good_out, before)
 
 
@@ -333,17 +314,17 @@ def test_only_missing_inputs_fail_fast(capsys, tmp_path):
     assert [r["status"] for r in records] == ["failed", "failed"]
 
 
-def test_output_folder_never_overwrites_inputs(capsys, photos):
+def test_output_folder_never_overwrites_inputs(error_line, capsys, photos):
     folder, _ = photos
     before = (folder / "coffee.png").read_bytes()
     rc, err = _explain(capsys, folder / "coffee.png", "-o", folder, "-q")
     assert rc != 0
-    _one_error_line(err, "would overwrite the input image", "coffee.png")
+    error_line(err, "would overwrite the input image", "coffee.png")
     assert (folder / "coffee.png").read_bytes() == before
     assert not (folder / "coffee.npy").exists()
 
 
-def test_mixed_run_completes_the_good_images(capsys, cache, photos, tmp_path):
+def test_mixed_run_completes_the_good_images(capsys, stats_cache, photos, tmp_path):
     """Tiny CNN: a bad file in the middle of a batch costs only itself."""
     folder, sizes = photos
     broken = tmp_path / "broken.jpg"
@@ -363,7 +344,7 @@ def test_mixed_run_completes_the_good_images(capsys, cache, photos, tmp_path):
     assert not (out / "broken.npy").exists()
 
 
-def test_python_one_liner_with_arrays_and_targets(cache, tmp_path):
+def test_python_one_liner_with_arrays_and_targets(stats_cache, tmp_path):
     imgs = builtin_photos(["coffee", "astronaut"])
     grey = imgs["astronaut"].mean(-1).astype(np.uint8)  # a grey array is accepted too
     records = explain_images(

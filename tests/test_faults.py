@@ -30,17 +30,7 @@ SMALL = {"feat_steps": 2, "feat_draws": 2, "gan_epochs": 1, "gan_dataset_size": 
 REDUCED = [arg for k, v in SMALL.items() for arg in ("--set", f"{k}={v}")]
 TINY_ARGS = ["--model", TINY, "--layer", "3", "--estimation-samples", "16", "-q"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """A private statistics cache for this module's runs."""
-    path = tmp_path_factory.mktemp("cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("INPUTIBA_CACHE", str(path))
-    yield path
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("one_thread", "stats_cache")
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +46,6 @@ def photo(tmp_path_factory) -> Path:
 def _cli(capsys, *args) -> tuple[int, str]:
     rc = main([*map(str, args)])
     return rc, capsys.readouterr().err
-
-
-def _error_line(err: str, *words: str) -> str:
-    """The single ``inputiba: error:`` line of ``err`` (no traceback), containing ``words``."""
-    lines = [ln for ln in err.splitlines() if ln.startswith("inputiba: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,11 +70,11 @@ def test_set_seed_is_the_run_seed(capsys, photo, tmp_path):
     assert not np.array_equal(maps["set7"], maps["seed0"])
 
 
-def test_conflicting_seeds_are_refused(capsys, photo, tmp_path):
+def test_conflicting_seeds_are_refused(error_line, capsys, photo, tmp_path):
     rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "o", *TINY_ARGS, "--seed", "3",
                    "--set", "seed=7")
     assert rc != 0
-    _error_line(err, "--seed 3", "seed=7")
+    error_line(err, "--seed 3", "seed=7")
     assert not (tmp_path / "o").exists()
     with pytest.raises(ExplainError, match="disagree"):
         explain_images([photo], model=TINY, layer="3", seed=3, options={"seed": 7},
@@ -111,7 +91,7 @@ def test_api_options_seed_is_the_run_seed(photo, tmp_path):
                                   np.load(tmp_path / "b" / "chelsea.npy"))
 
 
-def test_ensemble_flag_is_the_ensemble_setting(capsys, photo, tmp_path):
+def test_ensemble_flag_is_the_ensemble_setting(error_line, capsys, photo, tmp_path):
     """``--ensemble 2`` is ``--set ensemble=2``: the run's settings (results.json, config.yaml)
     record it and the maps are those of ``--set``; a disagreeing pair, a bad K and a baseline
     method are refused before any output is written."""
@@ -135,7 +115,7 @@ def test_ensemble_flag_is_the_ensemble_setting(capsys, photo, tmp_path):
                          (["--ensemble", "2", "--method", "gradcam"], ["--ensemble 2", "InputIBA"])]:
         rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "bad", *TINY_ARGS, *extra)
         assert rc != 0
-        _error_line(err, *words)
+        error_line(err, *words)
         assert not (tmp_path / "bad").exists()
     # explain-dataset too: its config.yaml records K and its map is explain's
     out = tmp_path / "dataset"
@@ -163,7 +143,7 @@ def test_config_file_inputiba_seed_is_the_run_seed(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["bytes", "pickled-object", "numpy", "text"])
-def test_garbage_weights_one_clean_line(capsys, photo, tmp_path, kind):
+def test_garbage_weights_one_clean_line(error_line, capsys, photo, tmp_path, kind):
     path = tmp_path / f"{kind}.pth"
     if kind == "bytes":
         path.write_bytes(b"\x00not a checkpoint" * 10)
@@ -177,7 +157,7 @@ def test_garbage_weights_one_clean_line(capsys, photo, tmp_path, kind):
     rc, err = _cli(capsys, "explain", photo, "-o", tmp_path / "o", *TINY_ARGS,
                    "--weights", path)
     assert rc == 1
-    line = _error_line(err, str(path), "Cannot read weights file")
+    line = error_line(err, str(path), "Cannot read weights file")
     assert "weights_only" not in line and "torch.load" not in line
     assert len(line) < 300
     assert not (tmp_path / "o").exists()
@@ -188,7 +168,7 @@ def test_garbage_weights_one_clean_line(capsys, photo, tmp_path, kind):
 
 
 @pytest.mark.parametrize("command", ["explain", "explain-dataset"])
-def test_unwritable_output_folder_is_found_before_work(capsys, photo, tmp_path, command,
+def test_unwritable_output_folder_is_found_before_work(error_line, capsys, photo, tmp_path, command,
                                                       monkeypatch):
     import inputiba.workflows.explain as wf
 
@@ -204,7 +184,7 @@ def test_unwritable_output_folder_is_found_before_work(capsys, photo, tmp_path, 
         rc, err = _cli(capsys, command, source, "-o", out, "--model", TINY, "--layer", "3",
                        "-q")
         assert rc == 1
-        _error_line(err, str(out), *words)
+        error_line(err, str(out), *words)
 
 
 def test_unicode_and_space_names_kept_in_outputs(capsys, photo, tmp_path):
@@ -360,11 +340,11 @@ def test_api_faults_raise_inputiba_errors():
     (["--layer", "3", "--targets", "99"], ["Target class 99", "out of range"]),
     (["--layer", "3", "--set", "input_steps=-1"], ["input_steps"]),
 ])
-def test_explain_dataset_run_faults_are_one_line(capsys, photo, tmp_path, extra, words):
+def test_explain_dataset_run_faults_are_one_line(error_line, capsys, photo, tmp_path, extra, words):
     rc, err = _cli(capsys, "explain-dataset", photo.parent, "-o", tmp_path / "o", "--model",
                    TINY, "-q", *extra)
     assert rc == 1
-    _error_line(err, *words)
+    error_line(err, *words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +352,7 @@ def test_explain_dataset_run_faults_are_one_line(capsys, photo, tmp_path, extra,
 
 
 @pytest.mark.parametrize("command", ["explain", "explain-dataset"])
-def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, cache, command):
+def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, stats_cache, command):
     """``inputiba explain > log 2>&1``: no progress-bar redraws, fewer than 5 lines per image
     (the nested bars used to write hundreds of carriage-return lines per image)."""
     import subprocess
@@ -389,7 +369,7 @@ def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, cache, command):
     src = Path(inputiba.__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH",
                                                                                  "")]),
-           "INPUTIBA_CACHE": str(cache)}
+           "INPUTIBA_CACHE": str(stats_cache)}
     log = tmp_path / "log"
     layer = "3" if command == "explain" else "2"
     with open(log, "wb") as fh:
@@ -408,7 +388,7 @@ def test_log_file_gets_a_few_lines_per_image(photo, tmp_path, cache, command):
     assert any(f"[{n}/{n}]" in ln for ln in lines), text
 
 
-def test_explain_text_model_faults_are_one_line(capsys, tmp_path):
+def test_explain_text_model_faults_are_one_line(error_line, capsys, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint" * 8)
     listing = tmp_path / "list.pt"
@@ -419,8 +399,8 @@ def test_explain_text_model_faults_are_one_line(capsys, tmp_path):
         rc, err = _cli(capsys, "explain-text", "A fine film.", "--model", model, "--out",
                        tmp_path / "o", "--quiet")
         assert rc == 1
-        line = _error_line(err, *words)
+        line = error_line(err, *words)
         assert "Error:" not in line  # inputiba's own error: no exception type, no traceback
     rc, err = _cli(capsys, "explain-text", "   ", "--out", tmp_path / "o", "--quiet")
     assert rc == 1
-    _error_line(err, "no texts")
+    error_line(err, "no texts")
