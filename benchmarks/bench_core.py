@@ -8,11 +8,21 @@ the table says when it did.
 
 A second table gives each stage's floor: the number of network passes the stage makes (counted
 as ``inputiba.core``'s loops make them, by kind and chunk size: stage 1 forward+backward passes
-of the network after the layer, stage 2 forward passes up to the layer without gradients and
-forward+backward passes with them, stage 3 forward+backward passes of the whole network) times
-the median cost of one such pass, measured in the same process with the same network copy and
-settings, after a warm-up; and the stage's time as a multiple of that floor. Whatever a stage
-spends above its floor is not network passes (the critic, the optimisers, noise, copies).
+of the network after the layer, stage 2 forward passes up to the layer without gradients,
+forward+backward passes with them and the critic's forward+backward passes (on the real and on
+the fake batch at every critic step, on the fake batch at every generator step; the critic is
+the original's network, part of the method's work), stage 3 forward+backward passes of the
+whole network) times the median cost of one such pass, measured in the same process with the
+same network copy and settings, after a warm-up; and the stage's time as a multiple of that
+floor. Whatever a stage spends above its floor is not network passes (the optimisers, noise,
+the generator's masking, copies).
+
+The speed unit: after the attribution, the same process times one forward+backward pass of the
+whole model (frozen weights, gradients to the inputs) on 10 images at 224 px (median of 5) and
+gives the time per image in those units. The original 2021 code was timed against the same unit
+(EfficientNet-Lite0, paper settings, one photo, two runs side by side on this machine kind:
+347 s with a unit of 0.266 s, 303 s with 0.308 s), so the speed-up against it holds across
+days and machines: its units per image over ours.
 
 ``--reference`` also explains the two photos the original 2021 code was run on (``chelsea`` and
 ``coffee``) with EfficientNet-Lite0 at the original settings (statistics from the 9 built-in
@@ -56,6 +66,34 @@ STAGES = [("feat_mask", "feature_map", "stage 1 (bits/pixel)"),
           ("gen_input_mask", "gan_mask", "GAN mask"), ("input_mask", "attribution", "InputIBA map")]
 
 
+#: The original code's side-by-side runs: (seconds per image, the unit in the same process).
+ORIGINAL_UNIT_RUNS = ((347.0, 0.266), (303.0, 0.308))
+
+
+def unit_seconds(model: torch.nn.Module, device: str, size: int = 224, rows: int = 10,
+                 repeats: int = 5) -> float:
+    """Median seconds of one forward+backward pass of ``model`` (weights frozen, gradients to
+    the inputs) on ``rows`` images of ``size`` px: the unit that makes speeds comparable
+    across machines and days."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    x = torch.randn(rows, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    times = []
+    try:
+        for _ in range(repeats + 1):  # the first pass is a warm-up
+            z = x.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            model(z).logsumexp(1).sum().backward()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return float(np.median(times[1:]))
+
+
 def _scaled_config(preset: str, scale: float, overrides: dict | None = None):
     from inputiba.core.config import resolve_config
 
@@ -83,7 +121,8 @@ def pass_counts(cfg, batch: int) -> dict[str, Counter]:
     Keys of the counters: ``(kind, rows)``, kind ``"tail_fb"`` (forward+backward of the network
     after the layer), ``"head_f"`` (forward up to the layer, no gradient), ``"head_fb"``
     (forward+backward up to the layer) or ``"full_fb"`` (the whole network, forward+backward);
-    ``rows`` the images in the pass (the loops cut B x draws rows into chunks of ``max_batch``).
+    ``rows`` the images in the pass (the loops cut B x draws rows into chunks of ``max_batch``);
+    kind ``"critic_fb"``: the B critics' forward+backward on ``rows`` samples each (one call).
     """
     from inputiba.core.bottleneck import row_chunks
 
@@ -109,6 +148,8 @@ def pass_counts(cfg, batch: int) -> dict[str, Counter]:
             chunks("head_fb", rows, g.epochs, stage2)
         if not (train_g and single):
             chunks("head_f", rows, g.epochs, stage2)
+        # the critic step scores the real and the fake batch; the generator step the fake one
+        stage2[("critic_fb", n)] += g.epochs * (3 if train_g else 2)
     return {"feature": stage1, "gan": stage2, "input": stage3}
 
 
@@ -119,10 +160,12 @@ def measure_pass_costs(stages, keys: set, target: torch.Tensor, cfg,
     compilation), with the loss and backward the loops make."""
     from inputiba.core.bottleneck import row_chunks
     from inputiba.core.functional import classification_loss
+    from inputiba.core.rng import SampleRNG
 
     x, r = stages.inputs, stages.features
     b = x.shape[0]
     cost = {}
+    critic = stages.critic(SampleRNG(range(b), device=x.device)).train()
     for kind, rows in sorted(keys):
         samples = torch.arange(rows, device=x.device) % b
         times = []
@@ -136,6 +179,10 @@ def measure_pass_costs(stages, keys: set, target: torch.Tensor, cfg,
                 t0 = time.perf_counter()
                 out = stages.feature_tail(z.clone(), chunk)
                 (classification_loss(out, target[samples]) / cfg.feat_draws).sum().backward()
+            elif kind == "critic_fb":
+                feats = r.detach().unsqueeze(1).expand(b, rows, *r.shape[1:]).contiguous()
+                t0 = time.perf_counter()
+                critic(feats).mean(1).sum().backward()
             elif kind == "full_fb":
                 z = x[samples].detach().requires_grad_(True)
                 t0 = time.perf_counter()
@@ -207,8 +254,14 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
+    # the peak of the attribution, before the floor's and the unit's passes below
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     with ex._running():
         cost = measure_pass_costs(stages, keys, t, full)
+    unit = unit_seconds(model.eval(), device)
     floors = {k: v / batch for k, v in stage_floors(counts, cost).items()}
     factors = {
         "setup": 1.0,
@@ -217,15 +270,11 @@ def run_single(model_key: str, batch: int, preset: str, scale: float, device: st
         "input": full.input_steps / cfg.input_steps,
     }
     per_image = {k: v * factors[k] / batch for k, v in res.seconds.items()}
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {
         "model": model_key, "batch": batch, "device": device, "scale": scale,
         "per_image": per_image, "total_per_image": sum(per_image.values()),
         "measured_total_s": total, "peak_gib": peak, "threads": torch.get_num_threads(),
-        "floor_per_image": floors, "warmup_s": warmup,
+        "floor_per_image": floors, "warmup_s": warmup, "unit_s": unit,
         "passes": {stage: {f"{k} x{rows}": n for (k, rows), n in sorted(c.items())}
                    for stage, c in counts.items()},
         "pass_ms": {f"{k} x{rows}": 1000 * v for (k, rows), v in sorted(cost.items())},
@@ -395,19 +444,27 @@ def print_floors(results: list[dict]) -> None:
     time as a multiple of it."""
     print("\nFloor: seconds per image of each stage's network passes alone (passes x the median "
           "cost of one,\nmeasured in the same process after a warm-up); x floor = stage time / floor")
-    print(f"{'model':7s} {'B':>3s} {'stage':8s} {'passes (kind x rows: count)':44s} {'floor s/img':>11s} "
+    print(f"{'model':7s} {'B':>3s} {'stage':8s} {'passes (kind x rows: count)':68s} {'floor s/img':>11s} "
           f"{'stage s/img':>11s} {'x floor':>8s}")
     for r in results:
         for stage in ("feature", "gan", "input"):
             passes = ", ".join(f"{k}: {n}" for k, n in r["passes"][stage].items())
             fl, st = r["floor_per_image"][stage], r["per_image"][stage]
-            print(f"{r['model']:7s} {r['batch']:3d} {stage:8s} {passes:44s} {fl:11.2f} {st:11.2f} "
+            print(f"{r['model']:7s} {r['batch']:3d} {stage:8s} {passes:68s} {fl:11.2f} {st:11.2f} "
                   f"{st / fl:8.2f}")
         total_floor = sum(r["floor_per_image"].values())
-        print(f"{r['model']:7s} {r['batch']:3d} {'all':8s} {'':44s} {total_floor:11.2f} "
+        print(f"{r['model']:7s} {r['batch']:3d} {'all':8s} {'':68s} {total_floor:11.2f} "
               f"{r['total_per_image']:11.2f} {r['total_per_image'] / total_floor:8.2f}")
         print("  one pass (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["pass_ms"].items())
               + f"; warm-up {r['warmup_s']:.1f} s")
+        units = r["total_per_image"] / r["unit_s"]
+        theirs = [t / u for t, u in ORIGINAL_UNIT_RUNS]
+        line = (f"  unit (forward+backward, 10 images at 224 px): {r['unit_s']:.3f} s; "
+                f"{units:.0f} units per image")
+        if r["model"] == "effnet":
+            line += (f"; the original code: {', '.join(f'{u:.0f}' for u in theirs)} units "
+                     f"(its two runs), {min(theirs) / units:.1f}-{max(theirs) / units:.1f}x as many")
+        print(line)
 
 
 def main() -> None:
