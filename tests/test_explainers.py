@@ -220,6 +220,23 @@ def test_deepshap_summation_on_a_model_reusing_relu(digits):
     assert torch.allclose(raw.sum(dim=(1, 2, 3)), gap, atol=1e-3 * gap.abs().max())
 
 
+def test_memory_bounds_do_not_change_the_maps(digits):
+    """DeepSHAP's max_batch (sample x reference pairs per pass) and Integrated Gradients'
+    internal_batch_size only cut the work into passes: the raw attributions are the same."""
+    model, x, y = digits
+    background = torch.randn(5, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    one = get_explainer("deepshap", model, background=background, max_batch=1).raw_attribute(x, y)
+    two = get_explainer("deepshap", model, background=background, max_batch=10).raw_attribute(x, y)
+    every = get_explainer("deepshap", model, background=background, max_batch=100)
+    assert torch.allclose(one, every.raw_attribute(x, y), atol=1e-6)
+    assert torch.allclose(two, one, atol=1e-6)
+    small = get_explainer("integrated_gradients", model, n_steps=8, internal_batch_size=4)
+    large = get_explainer("integrated_gradients", model, n_steps=8, internal_batch_size=64)
+    assert torch.allclose(small.raw_attribute(x, y), large.raw_attribute(x, y), atol=1e-5)
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        get_explainer("deepshap", model, max_batch=0)
+
+
 class _Untraceable(nn.Module):
     def __init__(self) -> None:
         super().__init__()
