@@ -157,3 +157,47 @@ def test_compare_methods_in_one_python_call(tmp_path, items):
     with pytest.raises(ValueError, match="unknown method"):
         compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep),
                         settings=CompareSettings(methods=["gradcm"]))
+
+
+def test_a_rerun_with_other_settings_does_not_mix_maps(tmp_path, items):
+    """Maps made with one seed are not reused for a run with another: the second run stops
+    with an error naming the setting; the same settings resume."""
+    from inputiba.errors import ConfigError
+    from inputiba.metrics.evaluate import EvaluationSettings
+    from inputiba.workflows.compare import CompareSettings, compare_methods
+
+    def run(seed: int):
+        settings = CompareSettings(
+            methods=["random"], seed=seed, progress=False, inputiba_options={"input_steps": 3},
+            evaluation=EvaluationSettings(step=0.25, min_probability=0, plots=False,
+                                          progress=False))
+        return compare_methods(tmp_path, items=items, model=(_Tiny().eval(), _prep),
+                               settings=settings)
+
+    res = run(0)
+    assert "InputIBA preset fast, input_steps=3." in res.table.splitlines()[0]
+    recorded = json.loads((tmp_path / "maps" / "random" / "settings.json").read_text())
+    assert recorded["seed"] == 0 and recorded["model"] == "_Tiny"
+    before = np.load(tmp_path / "maps" / "random" / "img0.npy")
+    with pytest.raises(ConfigError, match=r"random maps in .* other settings \(seed 0 -> 1\)"):
+        run(1)
+    run(0)  # the same settings: resumed, nothing changed
+    assert np.array_equal(np.load(tmp_path / "maps" / "random" / "img0.npy"), before)
+
+
+def test_cli_compare_takes_inputiba_settings(monkeypatch, tmp_path):
+    """``--set`` and ``--ensemble`` reach InputIBA's options."""
+    from inputiba.cli import main
+    from inputiba.workflows import compare as compare_mod
+
+    seen = {}
+
+    def fake(out, **kwargs):
+        seen.update(kwargs["settings"].inputiba_options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare_mod, "compare_methods", fake)
+    with pytest.raises(SystemExit):
+        main(["compare", "--methods", "inputiba", "--ensemble", "2", "--set", "input_steps=5",
+              "--out", str(tmp_path)])
+    assert seen == {"ensemble": 2, "input_steps": 5}

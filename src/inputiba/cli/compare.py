@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from inputiba.cli._runconfig import Default, add_config_argument
+    from inputiba.cli._runconfig import Default, add_config_argument, add_ensemble_argument
+    from inputiba.cli.explain import parse_option
     from inputiba.core.config import PRESETS
 
     p = subparsers.add_parser(
@@ -106,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="InputIBA/IBA bottleneck layer (default: the model's)")
     p.add_argument("--gradcam-layer", help="Grad-CAM layer (default: the last spatial one)")
     p.add_argument("--preset", default=Default("fast"), choices=tuple(PRESETS))
+    p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
+                   metavar="KEY=VALUE",
+                   help="override one InputIBA hyper-parameter (repeatable; InputIBA only)")
+    add_ensemble_argument(p)
     p.add_argument("--statistics", help="LayerStatistics file for --layer")
     p.add_argument("--estimation-samples", type=int, default=Default(200),
                    help="stand-in crops to estimate the statistics when none are given")

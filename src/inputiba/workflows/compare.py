@@ -7,6 +7,7 @@ the maps, and gathers the summaries into a Markdown table and an HTML report wit
     OUT/targets.json                 the class explained per image (shared by all methods)
     OUT/maps/<method>/<stem>.npy     (H, W) float32 maps in [0, 1]
     OUT/maps/<method>/timing.json    seconds per image
+    OUT/maps/<method>/settings.json  what the maps depend on (model, layer, method options)
     OUT/eval/<method>/summary.json   the evaluation (plus per_image/, curves/)
     OUT/comparison.md                mean ± std per metric and method, n per metric
     OUT/grid.png, OUT/report.html    images x methods, and the table
@@ -14,7 +15,9 @@ the maps, and gathers the summaries into a Markdown table and an HTML report wit
 The defaults compare on every built-in photo (14): deletion and insertion on all of them with
 the model's class, the box metrics on the five with boxes (the box class the model rates
 highest). Resumable: a map that exists is never recomputed, and a method's evaluation is rerun
-only when one of its maps is newer than its ``summary.json`` (or when asked to).
+only when one of its maps is newer than its ``summary.json`` (or when asked to). A run whose
+settings for a method differ from those its folder's maps were made with stops with an error
+naming them, instead of mixing maps of two settings.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def compute_maps(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Maps of ``method`` for the items that have none yet in ``out``; returns seconds/image.
 
@@ -172,11 +176,17 @@ def compute_maps(
         out: the method's folder; each map is ``<stem>.npy``, (H, W) float32 in [0, 1] at the
             image's original size (bilinear from the model's input size, then divided by its
             maximum again, as the explainers' convention).
+        settings: what the maps depend on (JSON-able), kept in ``out/settings.json``.
 
     Returns:
         ``{stem: seconds}`` for every map in ``out`` (also in ``out/timing.json``).
+
+    Raises:
+        ConfigError: ``out/settings.json`` records other ``settings`` than these.
     """
     out.mkdir(parents=True, exist_ok=True)
+    if settings is not None:
+        _check_map_settings(out, method, settings)
     timing_path = out / "timing.json"
     timing: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     missing = [it for it in items if it.name in targets and not (out / f"{it.name}.npy").exists()]
@@ -204,6 +214,23 @@ def compute_maps(
                   f"{', '.join(it.name for it in batch)}: {seconds:.1f} s per image",
                   file=sys.stderr)
     return timing
+
+
+def _check_map_settings(out: Path, method: str, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``out/settings.json``, or refuse when the maps already in
+    ``out`` were made with other settings."""
+    path = out / "settings.json"
+    wanted = json.loads(json.dumps(settings, default=str))
+    if path.exists():
+        had = json.loads(path.read_text(encoding="utf-8"))
+        if had != wanted:
+            diff = ", ".join(f"{k} {had.get(k)!r} -> {wanted.get(k)!r}"
+                             for k in sorted(set(had) | set(wanted)) if had.get(k) != wanted.get(k))
+            raise ConfigError(f"the {method} maps in {out} were made with other settings "
+                              f"({diff}); use another output folder, or delete {out} to "
+                              "recompute them")
+        return
+    save_json(path, wanted)
 
 
 def evaluate_method(
@@ -363,9 +390,14 @@ def compare_methods(
         factory = build_explainer_factory(method, net, layer=layer,
                                           gradcam_layer=s.gradcam_layer, statistics=stats,
                                           options=options)
+        depends = {"model": model_name, "weights": weights, **options.get(method, {})}
+        if method in ("inputiba", "iba"):
+            depends.update(layer=layer, statistics=s.statistics)
+        if method == "gradcam":
+            depends["gradcam_layer"] = s.gradcam_layer
         timing = compute_maps(factory, method, net, preprocess, items, targets,
                               out / "maps" / method, batch_size=s.batch_size, device=s.device,
-                              progress=s.progress)
+                              progress=s.progress, settings=depends)
         used = [timing[k] for k in targets if k in timing]
         if used:
             seconds[method] = float(np.mean(used))
@@ -379,15 +411,17 @@ def compare_methods(
             s.evaluation, force=s.re_evaluate, announce=announce)
     table = comparison_table(summaries, seconds)
     report_settings = {
-        "model": model_name, "layer": layer, "preset": s.preset, "methods": methods,
+        "model": model_name, "layer": layer, "preset": s.preset,
+        "inputiba_options": s.inputiba_options, "methods": methods,
         "images": sorted(targets), "skipped_low_probability": skipped,
         "evaluation": {k: v for k, v in vars(s.evaluation).items()
                        if k not in ("progress", "plots")},
         "extremal_perturbation_steps": s.ep_steps, "ig_steps": s.ig_steps, "seed": s.seed,
         "dataset": source,
     }
+    changed = "".join(f", {k}={v}" for k, v in s.inputiba_options.items())
     header = (f"Model {model_name}, {len(targets)} images, bottleneck layer {layer}, InputIBA "
-              f"preset {s.preset}. Mean ± std over images; best in bold.\n\n")
+              f"preset {s.preset}{changed}. Mean ± std over images; best in bold.\n\n")
     save_text(out / "comparison.md", header + table)
     figure_grid(items, methods, out / "maps", out / "grid.png")
     write_report(out, table, methods, report_settings)
