@@ -184,6 +184,13 @@ def test_a_rerun_with_other_settings_does_not_mix_maps(tmp_path, items):
     run(0)  # the same settings: resumed, nothing changed
     assert np.array_equal(np.load(tmp_path / "maps" / "random" / "img0.npy"), before)
 
+    class _Other(_Tiny):
+        pass
+
+    with pytest.raises(ConfigError, match=r"targets in .* \(model '_Tiny' -> '_Other'\)"):
+        compare_methods(tmp_path, items=items, model=(_Other().eval(), _prep),
+                        settings=CompareSettings(methods=["random"], progress=False))
+
 
 def test_cli_compare_takes_inputiba_settings(monkeypatch, tmp_path):
     """``--set`` and ``--ensemble`` reach InputIBA's options."""

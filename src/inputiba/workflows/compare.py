@@ -5,6 +5,7 @@ image's original size, the format :func:`inputiba.metrics.evaluate.evaluate_maps
 the maps, and gathers the summaries into a Markdown table and an HTML report with a figure grid::
 
     OUT/targets.json                 the class explained per image (shared by all methods)
+    OUT/targets.settings.json        the model (and weights) that chose them
     OUT/maps/<method>/<stem>.npy     (H, W) float32 maps in [0, 1]
     OUT/maps/<method>/timing.json    seconds per image
     OUT/maps/<method>/settings.json  what the maps depend on (model, layer, method options)
@@ -186,7 +187,7 @@ def compute_maps(
     """
     out.mkdir(parents=True, exist_ok=True)
     if settings is not None:
-        _check_map_settings(out, method, settings)
+        _check_settings(out / "settings.json", f"{method} maps", settings)
     timing_path = out / "timing.json"
     timing: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     missing = [it for it in items if it.name in targets and not (out / f"{it.name}.npy").exists()]
@@ -216,17 +217,17 @@ def compute_maps(
     return timing
 
 
-def _check_map_settings(out: Path, method: str, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in ``out/settings.json``, or refuse when the maps already in
-    ``out`` were made with other settings."""
-    path = out / "settings.json"
+def _check_settings(path: Path, what: str, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``path``, or refuse when ``path`` records other settings (the
+    outputs next to it, ``what``, were made with those)."""
+    out = path.parent
     wanted = json.loads(json.dumps(settings, default=str))
     if path.exists():
         had = json.loads(path.read_text(encoding="utf-8"))
         if had != wanted:
             diff = ", ".join(f"{k} {had.get(k)!r} -> {wanted.get(k)!r}"
                              for k in sorted(set(had) | set(wanted)) if had.get(k) != wanted.get(k))
-            raise ConfigError(f"the {method} maps in {out} were made with other settings "
+            raise ConfigError(f"the {what} in {out} were made with other settings "
                               f"({diff}); use another output folder, or delete {out} to "
                               "recompute them")
         return
@@ -374,6 +375,9 @@ def compare_methods(
         raise ConfigError("no images to compare on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # targets.json (shared by every method) holds the classes this model chose
+    _check_settings(out / "targets.settings.json", "targets", {"model": model_name,
+                                                                 "weights": weights})
     targets, skipped = _targets_above(net, preprocess, items, out, s)
     options: dict[str, dict[str, Any]] = {
         "inputiba": {**s.inputiba_options, "preset": s.preset, "seed": s.seed},
