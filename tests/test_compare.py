@@ -187,8 +187,17 @@ def test_a_rerun_with_other_settings_does_not_mix_maps(tmp_path, items):
     class _Other(_Tiny):
         pass
 
-    with pytest.raises(ConfigError, match=r"targets in .* \(model '_Tiny' -> '_Other'\)"):
+    with pytest.raises(ConfigError, match=r"targets in .* \(model '_Tiny' -> '_Other', weights"):
         compare_methods(tmp_path, items=items, model=(_Other().eval(), _prep),
+                        settings=CompareSettings(methods=["random"], progress=False))
+
+    # the same architecture with other weights (a model object, not a weights file): refused
+    retrained = _Tiny().eval()
+    with torch.no_grad():
+        retrained.fc.bias.add_(1.0)
+    with pytest.raises(ConfigError, match=r"targets in .* \(weights '[0-9a-f]{16}' -> "
+                                          r"'[0-9a-f]{16}'\)"):
+        compare_methods(tmp_path, items=items, model=(retrained, _prep),
                         settings=CompareSettings(methods=["random"], progress=False))
 
 

@@ -9,6 +9,7 @@ from inputiba.models.image import (
     default_layer,
     imagenet_class_names,
     load_model,
+    model_fingerprint,
 )
 
 
@@ -95,3 +96,23 @@ def test_preprocess_antialias_switch_matches_a_plain_bilinear_resize():
                                                     align_corners=False)[0])
     smooth = Preprocess(32, mean=(0.0,) * 3, std=(1.0,) * 3)(img)
     assert smooth.std() < plain.std()  # the default low-pass filters the noise
+
+
+def test_model_fingerprint_tells_weights_apart_not_copies():
+    """Same architecture and values: one fingerprint (a copy, another dtype-identical load);
+    one changed buffer or parameter, or a bf16 copy: another."""
+    torch.manual_seed(0)
+    a = torchvision.models.resnet18(num_classes=3).eval()
+    b = torchvision.models.resnet18(num_classes=3).eval()
+    b.load_state_dict(a.state_dict())
+    fp = model_fingerprint(a)
+    assert len(fp) == 16 and fp == model_fingerprint(b)
+    with torch.no_grad():
+        b.bn1.running_mean[0] += 1e-3
+    assert model_fingerprint(b) != fp
+    c = torchvision.models.resnet18(num_classes=3).eval()
+    c.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        c.fc.weight[0, 0] += 1e-6
+    assert model_fingerprint(c) not in (fp, model_fingerprint(b))
+    assert model_fingerprint(a.to(torch.bfloat16)) != fp  # numpy has no bf16: read as bytes

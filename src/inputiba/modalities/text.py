@@ -464,17 +464,14 @@ class TextInputIBA:
     ) -> TextInputIBA:
         """An explainer for a packaged :class:`~inputiba.models.text.TextModel`, with statistics
         estimated on ``n_samples`` training snippets (cached next to the model)."""
-        import hashlib
-
         from inputiba.data.assets import cache_dir
         from inputiba.data.text import snippet_split
+        from inputiba.models.image import model_fingerprint
 
         explainer = cls(text_model, preset=preset, progress=progress, **overrides)
         # statistics belong to these weights: key the cache by a digest of the parameters
-        digest = hashlib.sha1()
-        for p in text_model.model.parameters():
-            digest.update(p.detach().flatten()[:16384].cpu().float().numpy().tobytes())
-        key = f"{text_model.kind}-{explainer.layer}-{n_samples}-{digest.hexdigest()[:12]}"
+        key = (f"{text_model.kind}-{explainer.layer}-{n_samples}-"
+               f"{model_fingerprint(text_model.model)[:12]}")
         path = cache_dir() / "text_models" / f"stats-{key}.pt"
         if path.exists():
             explainer.statistics = path

@@ -10,6 +10,7 @@ from inputiba.models.image import (
     import_factory,
     load_model,
     load_weights,
+    model_fingerprint,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "import_factory",
     "load_model",
     "load_weights",
+    "model_fingerprint",
 ]

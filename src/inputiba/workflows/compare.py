@@ -43,7 +43,7 @@ from inputiba.errors import ConfigError
 from inputiba.methods import available_explainers, get_explainer
 from inputiba.methods.base import Explainer, normalize_map
 from inputiba.metrics.evaluate import EvaluationSettings, evaluate_maps
-from inputiba.models.image import load_model
+from inputiba.models.image import load_model, model_fingerprint
 from inputiba.report.compare import METRICS, comparison_table, figure_grid, write_report
 from inputiba.workflows.records import is_terminal
 
@@ -363,6 +363,10 @@ def compare_methods(
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     model_name = model if isinstance(model, str) else type(model[0]).__name__
     net, preprocess = model if isinstance(model, tuple) else load_model(model, weights)
+    # what the saved targets and maps belong to: a model object by its weights' digest (its
+    # class name alone would let two weight sets of one architecture share a folder)
+    model_id = {"model": model_name,
+                "weights": weights if isinstance(model, str) else model_fingerprint(net)}
     net = net.to(s.device)
     layer = s.layer or (default_layer(model) if isinstance(model, str) else None)
     if layer is None and any(m in ("inputiba", "iba") for m in methods):
@@ -376,8 +380,7 @@ def compare_methods(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # targets.json (shared by every method) holds the classes this model chose
-    _check_settings(out / "targets.settings.json", "targets", {"model": model_name,
-                                                                 "weights": weights})
+    _check_settings(out / "targets.settings.json", "targets", model_id)
     targets, skipped = _targets_above(net, preprocess, items, out, s)
     options: dict[str, dict[str, Any]] = {
         "inputiba": {**s.inputiba_options, "preset": s.preset, "seed": s.seed},
@@ -394,7 +397,7 @@ def compare_methods(
         factory = build_explainer_factory(method, net, layer=layer,
                                           gradcam_layer=s.gradcam_layer, statistics=stats,
                                           options=options)
-        depends = {"model": model_name, "weights": weights, **options.get(method, {})}
+        depends = {**model_id, **options.get(method, {})}
         if method in ("inputiba", "iba"):
             depends.update(layer=layer, statistics=s.statistics)
         if method == "gradcam":

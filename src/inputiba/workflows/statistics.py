@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from inputiba import __version__
 from inputiba.core.statistics import LayerStatistics, estimate_layer_statistics
@@ -28,6 +27,7 @@ from inputiba.data.io import (
     read_image,
 )
 from inputiba.errors import ExplainError, InputIBAWarning
+from inputiba.models.image import model_fingerprint
 from inputiba.models.resolve import (
     ResolvedModel,
     _one_line,
@@ -78,14 +78,6 @@ def folder_batches(files: Sequence[Path], preprocess: Callable[[Any], torch.Tens
                     skipped.append(str(exc))
 
     return _to_batches(images(), preprocess, size, batch_size)
-
-
-def _model_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha1(type(model).__name__.encode())
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _layer_shape(rm: ResolvedModel, layer: str, device: str | torch.device) -> tuple[int, ...]:
@@ -143,7 +135,7 @@ def _obtain_statistics(
                 stacklevel=3,
             )
         key = hashlib.sha1(json.dumps(
-            [__version__, _model_fingerprint(rm.model), layer, list(_probe_shape(rm)), n, stamp],
+            [__version__, model_fingerprint(rm.model), layer, list(_probe_shape(rm)), n, stamp],
             default=str,
         ).encode()).hexdigest()[:20]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{rm.name}__{layer}")
