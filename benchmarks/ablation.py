@@ -25,6 +25,12 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
 * ``*-sigF``, ``*-stepsN``, ``*-drawsN``: stage 3's ``input_sigma`` (smoothing of the mask,
   pixels), ``input_steps``, ``input_draws``;
 * ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds;
+* ``*-xK<reduction>`` (``mean``, ``median``, ``min``, ``gmean``): the K maps of ``*-xK``
+  reduced pixel by pixel: their mean (``*-xK``'s maps, which equal the mean of their members'),
+  median, minimum (what every run keeps) or geometric mean (of map + 0.001, minus 0.001);
+  the members are the runs of the variant without ``-xK...`` at seeds ``base + k`` (the
+  ensemble's seeds; cached under that variant's name, so the reductions share them), and the
+  seconds per map are the sum of the members' (run in batches of ``--seeds`` x K);
 * a preset's name (for example ``stable``): that preset as it is.
 
 Data: the built-in localisation set (photos with boxes) first, then the built-in photos;
@@ -57,6 +63,7 @@ import contextlib
 import itertools
 import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -86,8 +93,20 @@ class Variant:
     preset: str = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
     prior: str | None = None  # None: the GAN's (initial) mask; "uniform": 0.5 everywhere
-    ensemble: int = 1
+    ensemble: int | None = None  # None: the preset's (a preset's name runs as the preset is)
     iba: bool = False
+    reduce: str = ""  # "": the batched ensemble's mean; else how its members' maps become one
+    members_of: str = ""  # for reduce != "mean": the variant whose runs are the members
+
+
+def _gmean(maps: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    return np.exp(np.log(maps + eps).mean(0)) - eps
+
+
+#: ``-xK<name>``: how K maps (K, H, W) in [0, 1] become one, pixel by pixel.
+REDUCTIONS: dict[str, Any] = {
+    "mean": lambda m: m.mean(0), "median": lambda m: np.median(m, 0), "min": lambda m: m.min(0), "gmean": _gmean,
+}
 
 
 #: ``-gantrain``: a WGAN that trains (see the module docstring).
@@ -119,8 +138,8 @@ def _non_negative(text: str) -> bool:
 
 
 def parse_variant(name: str) -> Variant:
-    """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN][-xK]``,
-    ``iba``, or a preset.
+    """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN]``
+    ``[-xK[median|min|gmean]]``, ``iba``, or a preset.
 
     ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``: ``input_sigma``,
     ``input_steps``, ``input_draws``; ``-xK``: ``ensemble=K``. Any other name must be a preset
@@ -136,7 +155,7 @@ def parse_variant(name: str) -> Variant:
             return Variant(name)
         raise argparse.ArgumentTypeError(f"unknown variant {name!r}")
     over: dict[str, Any] = {}
-    prior, k = None, 1
+    prior, k, reduce = None, None, ""
     for m in mods:
         if m == "nogan":
             over["gan_epochs"] = 0
@@ -150,12 +169,15 @@ def parse_variant(name: str) -> Variant:
                 over["gan_epochs"] = 5  # a generator step per batch: 35 steps
         elif (setting := _setting_modifier(m)) is not None:
             over[setting[0]] = setting[1]
-        elif m.startswith("x") and m[1:].isdigit():
-            k = int(m[1:])
+        elif ens := re.fullmatch(rf"x(\d+)({'|'.join(REDUCTIONS)})?", m):
+            k, reduce = int(ens[1]), ens[2] or ""
         elif name in PRESETS:
             return Variant(name)
         else:
             raise argparse.ArgumentTypeError(f"unknown variant {name!r} (modifier {m!r})")
+    if reduce:
+        return Variant(base, over, prior=prior, ensemble=k, reduce=reduce,
+                       members_of=name.rsplit("-", 1)[0])
     return Variant(base, over, prior=prior, ensemble=k)
 
 
@@ -230,22 +252,36 @@ def compute(rm: Any, stats: Any, name: str, photo: Photo, seeds: int, cache: Pat
             ) -> list[dict[str, Any]]:
     """Maps (and GAN mask movement) of one variant on one photo for seed indices 0..seeds-1."""
     v = VARIANTS[name]
-    files = [cache / f"{name}__{photo.name}__{seed_of(j)}.npz" for j in range(seeds)]
+    if not v.reduce:
+        return _runs(rm, stats, name, photo, [seed_of(j) for j in range(seeds)], cache)
+    k = int(v.ensemble or 1)
+    runs = _runs(rm, stats, v.members_of, photo,
+                 [seed_of(j) + i for j in range(seeds) for i in range(k)], cache)
+    return [{"map": REDUCTIONS[v.reduce](np.stack([r["map"] for r in runs[j * k:(j + 1) * k]])),
+             "seconds": sum(r["seconds"] for r in runs[j * k:(j + 1) * k])}
+            for j in range(seeds)]
+
+
+def _runs(rm: Any, stats: Any, name: str, photo: Photo, seed_list: list[int], cache: Path
+          ) -> list[dict[str, Any]]:
+    """Maps of one variant on one photo at these base seeds (missing ones in one batch)."""
+    v = VARIANTS[name]
+    files = [cache / f"{name}__{photo.name}__{s}.npz" for s in seed_list]
     todo = [j for j, f in enumerate(files) if not f.exists()]
     if todo:
         x = photo.x.expand(len(todo), -1, -1, -1).contiguous()
-        seed_list = [seed_of(j) for j in todo]
+        seeds_todo = [seed_list[j] for j in todo]
         t0 = time.perf_counter()
         moved: list[dict[str, float]] = [{} for _ in todo]
         if v.iba:
             cfg = InputIBA(rm.model, LAYER, stats, preset=v.preset, **v.overrides).config
             iba = IBA(rm.model, LAYER, stats, beta=cfg.feat_beta, steps=cfg.feat_steps,
                       lr=cfg.feat_lr, draws=cfg.feat_draws, sigma=cfg.feat_sigma)
-            maps = iba.attribute(x, photo.target, seed=seed_list)
+            maps = iba.attribute(x, photo.target, seed=seeds_todo)
         else:
             ex = InputIBA(rm.model, LAYER, stats, preset=v.preset, **v.overrides)
             with _prior(v.prior):
-                res = ex.attribute(x, photo.target, seed=seed_list, ensemble=v.ensemble,
+                res = ex.attribute(x, photo.target, seed=seeds_todo, ensemble=v.ensemble,
                                    return_details=True)
             maps = res.attribution
             if ex.config.gan_epochs > 0:

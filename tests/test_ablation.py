@@ -1,0 +1,71 @@
+"""``benchmarks/ablation.py``: its variants run what they name (a preset as it is, ``-xK``
+ensembles and their reductions from the members' runs), checked on the digits CNN."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from inputiba import InputIBA
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ABLATION = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation", ABLATION)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ablation"] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("ablation", None)
+
+
+def test_variant_names(ablation):
+    v = ablation.parse_variant("paper-s1prior-steps20-x4min")
+    assert (v.ensemble, v.reduce, v.members_of) == (4, "min", "paper-s1prior-steps20")
+    assert v.overrides == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 20}
+    assert ablation.parse_variant("paper-x3").reduce == ""  # the batched ensemble
+    # a preset's name runs the preset as it is: its own ensemble, not K = 1
+    assert ablation.parse_variant("consensus").ensemble is None
+    with pytest.raises(Exception, match="unknown variant"):
+        ablation.parse_variant("paper-x3max")
+
+
+def test_maps_are_those_of_the_named_settings(ablation, monkeypatch, tmp_path, digits,
+                                              digits_model, digits_stats):
+    """A preset variant equals the preset's own maps (ensemble and reduction included), and
+    ``-x2min`` the minimum of its members' maps at the ensemble's seeds."""
+    monkeypatch.setattr(ablation, "LAYER", "features.4")
+    rm = SimpleNamespace(model=digits_model)
+    photo = ablation.Photo("d0", digits[2][:1], 3, 0.9, None)
+    few = {"input_steps": 4, "feat_steps": 2}
+    from inputiba.core import config
+
+    monkeypatch.setitem(config.PRESETS, "tinymin", {**config.PRESETS["consensus"], **few,
+                                                    "ensemble": 2})
+    monkeypatch.setitem(config.PRESETS, "tiny", {"gan_epochs": 0, **few})
+    got = ablation.compute(rm, digits_stats, "tinymin", photo, 2, tmp_path)
+    ex = InputIBA(digits_model, "features.4", digits_stats, preset="tinymin")
+    want = ex.attribute(photo.x.expand(2, -1, -1, -1), 3, seed=[0, 100])
+    for j in range(2):
+        assert np.allclose(got[j]["map"], want[j, 0].numpy(), atol=1e-5)
+
+    ablation.VARIANTS["tiny-x2min"] = ablation.Variant("paper", {"gan_epochs": 0, **few},
+                                                      ensemble=2, reduce="min",
+                                                      members_of="tiny")
+    reduced = ablation.compute(rm, digits_stats, "tiny-x2min", photo, 2, tmp_path)
+    single = InputIBA(digits_model, "features.4", digits_stats, preset="tiny")
+    for j in range(2):
+        members = single.attribute(photo.x.expand(2, -1, -1, -1), 3,
+                                   seed=[100 * j, 100 * j + 1])
+        assert np.allclose(reduced[j]["map"], members.amin(0)[0].numpy(), atol=1e-5)
+        assert not np.allclose(reduced[j]["map"], members.mean(0)[0].numpy(), atol=1e-3)
