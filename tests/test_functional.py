@@ -11,6 +11,7 @@ from inputiba.core.functional import (
     gaussian_smooth,
     input_prior_kl,
     normalized_logits,
+    reduce_members,
 )
 
 
@@ -114,3 +115,22 @@ def test_normalized_logits_hand_computed_per_sample_and_finite_on_zero_maps():
     assert out.shape == img.shape
     assert torch.allclose(torch.sigmoid(out).flatten(1).amax(1), torch.tensor([0.9, 0.9]))
     assert torch.sigmoid(out).min() >= 0.1 - 1e-6
+
+
+def test_reduce_members_hand_computed():
+    # two samples, three runs each, sample-major; a (1, 2) map per run
+    maps = torch.tensor([[[0.1, 0.9]], [[0.5, 0.3]], [[0.2, 0.6]],
+                         [[1.0, 0.0]], [[0.0, 1.0]], [[0.4, 0.4]]])
+    assert torch.allclose(reduce_members(maps, 3), torch.tensor([[[0.8 / 3, 0.6]], [[1.4 / 3,
+                                                                                     1.4 / 3]]]))
+    assert torch.equal(reduce_members(maps, 3, "min"), torch.tensor([[[0.1, 0.3]], [[0.0, 0.0]]]))
+    assert torch.equal(reduce_members(maps, 3, "median"), torch.tensor([[[0.2, 0.6]],
+                                                                        [[0.4, 0.4]]]))
+    # an even K: the mean of the two middle values
+    even = torch.tensor([[4.0], [1.0], [3.0], [2.0]])
+    assert torch.equal(reduce_members(even, 4, "median"), torch.tensor([[2.5]]))
+    assert reduce_members(maps, 1) is maps
+    with pytest.raises(ValueError, match="not whole ensembles"):
+        reduce_members(maps, 4)
+    with pytest.raises(ValueError, match="how must be one of"):
+        reduce_members(maps, 3, "max")

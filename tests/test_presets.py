@@ -67,3 +67,40 @@ def test_stable_maps_agree_across_seeds_more_than_single_maps(digits, digits_mod
     c_single = corr(single.attribute(x, t, seed=0), single.attribute(x, t, seed=100))
     c_ens = corr(ens.attribute(x, t, seed=0), ens.attribute(x, t, seed=1000))
     assert c_ens > c_single
+
+
+def test_consensus_is_stable_with_twenty_steps_four_seeds_and_their_minimum():
+    paper, consensus = resolve_config("paper"), resolve_config("consensus")
+    changed = {k: v for k, v in consensus.to_dict().items() if paper.to_dict()[k] != v}
+    assert changed == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 20,
+                       "ensemble": 4, "ensemble_reduce": "min"}
+
+
+def test_ensemble_reductions_are_those_of_the_single_seed_maps(digits, digits_model,
+                                                               digits_stats):
+    """``ensemble_reduce`` min / median: the pixel-wise minimum / median of the members'
+    single-seed maps; a batch neighbour does not change a map; min <= median <= max."""
+    x = digits[2][:2]
+    single = _stable(digits_model, digits_stats, ensemble=1)
+    members = [single.attribute(x[[i] * 4], target=t, seed=[5 + 4 * i + k for k in range(4)])
+               for i, t in enumerate([3, 5])]
+    for how, want in (("min", [m.amin(0) for m in members]),
+                      ("median", [m.sort(0).values[1:3].mean(0) for m in members])):
+        ex = _stable(digits_model, digits_stats, ensemble=4, ensemble_reduce=how)
+        maps = ex.attribute(x, target=[3, 5], seed=5)
+        for i in range(2):
+            assert torch.allclose(maps[i], want[i], atol=1e-4)
+            assert not torch.allclose(maps[i], members[i].mean(0), atol=1e-3)
+        alone = ex.attribute(x[[1]], target=[5], seed=[5 + 4])
+        assert torch.allclose(alone[0], maps[1], atol=1e-4)
+        res = ex.attribute(x, target=[3, 5], seed=5, return_details=True)
+        assert torch.allclose(res.attribution, maps, atol=1e-5)
+
+
+def test_ensemble_reduce_is_checked():
+    import pytest
+
+    from inputiba.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ensemble_reduce must be one of mean, median, min"):
+        resolve_config("paper", ensemble_reduce="max")

@@ -89,6 +89,13 @@ def test_text_ensemble_is_the_mean_of_its_members_and_ignores_neighbours():
     # a batch neighbour does not change a text's ensemble (sequence seeds are the base seeds)
     alone = ex.attribute(batch[[1]], target=[0], seed=[7 + k], ensemble=k)
     torch.testing.assert_close(alone[0], ens.attribution[1])
+    # ensemble_reduce="min": each token's lowest member score (padding stays 0); details: means
+    ex.config = ex.config.replace(ensemble_reduce="min")
+    low = ex.attribute(batch, target=[1, 0], seed=7, ensemble=k, return_details=True)
+    members = [ex.attribute(batch[[1]], target=0, seed=[7 + k + j]) for j in range(k)]
+    torch.testing.assert_close(low.attribution[1], torch.stack(members).amin(0)[0])
+    torch.testing.assert_close(low.gan_mask, ens.gan_mask)
+    ex.config = ex.config.replace(ensemble_reduce="mean")
     # the setting is the default K
     ex.config = ex.config.replace(ensemble=k)
     torch.testing.assert_close(ex.attribute(batch, target=[1, 0], seed=7), ens.attribution)

@@ -74,7 +74,8 @@ def add_ensemble_argument(p: argparse.ArgumentParser) -> None:
     """Add ``--ensemble K``, the shortcut of ``--set ensemble=K``."""
     p.add_argument("--ensemble", type=int, metavar="K",
                    help="InputIBA only: each map is the mean of K runs with independent seeds "
-                        "(about K times the work; same as --set ensemble=K; default 1)")
+                        "(about K times the work; same as --set ensemble=K; default 1; "
+                        "--set ensemble_reduce=min|median combines them otherwise)")
 
 
 def _ensemble_into_options(args: argparse.Namespace, inputiba_options: bool) -> None:

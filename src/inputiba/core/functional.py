@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from inputiba.core.config import ENSEMBLE_REDUCTIONS
+
 __all__ = [
     "feature_kl",
     "input_prior_kl",
@@ -22,6 +24,7 @@ __all__ = [
     "normalized_logits",
     "classification_loss",
     "target_probability",
+    "reduce_members",
 ]
 
 LN2 = math.log(2.0)
@@ -189,3 +192,37 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 def target_probability(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N,) probability of ``target`` under softmax (or sigmoid for a single logit)."""
     return torch.exp(-classification_loss(logits, target))
+
+
+
+def reduce_members(maps: torch.Tensor, members: int, how: str = "mean") -> torch.Tensor:
+    """One map per sample from the maps of its ``members`` ensemble runs, element by element.
+
+    Args:
+        maps: (B * K, ...) the runs' maps, sample-major (sample ``i``'s runs are rows
+            ``i * K`` to ``i * K + K - 1``).
+        members: K >= 1.
+        how: ``"mean"``; ``"median"`` (for even K the mean of the two middle values);
+            ``"min"`` (what every run keeps: high only where all K runs are high).
+
+    Returns:
+        (B, ...) maps (``maps`` itself when K is 1).
+
+    Example:
+        >>> reduce_members(torch.tensor([[0.2], [0.6], [1.0], [0.0]]), 2, "min")
+        tensor([[0.2000],
+                [0.0000]])
+    """
+    if how not in ENSEMBLE_REDUCTIONS:
+        raise ValueError(f"how must be one of {', '.join(ENSEMBLE_REDUCTIONS)}, got {how!r}")
+    if members < 1 or maps.shape[0] % members:
+        raise ValueError(f"{maps.shape[0]} maps are not whole ensembles of {members}")
+    if members == 1:
+        return maps
+    runs = maps.reshape(-1, members, *maps.shape[1:])
+    if how == "mean":
+        return runs.mean(1)
+    if how == "min":
+        return runs.amin(1)
+    ranked = runs.sort(1).values
+    return (ranked[:, (members - 1) // 2] + ranked[:, members // 2]) / 2

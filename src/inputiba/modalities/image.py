@@ -31,7 +31,7 @@ from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult, row_chunks
 from inputiba.core.config import InputIBAConfig, resolve_config
-from inputiba.core.functional import capacity_map, normalized_logits
+from inputiba.core.functional import capacity_map, normalized_logits, reduce_members
 from inputiba.core.gan import ImageCritic
 from inputiba.core.layers import (
     LayerSplit,
@@ -301,7 +301,8 @@ class InputIBA(_LayerAttribution):
             seed: per-sample seeds (int: ``seed + i``; default the config's ``seed``); a
                 sample's map depends only on its own input, target and seed.
             ensemble: K >= 1 (default: the config's ``ensemble``, 1 unless a preset or
-                override sets it): each sample's map is the mean of K maps with independent seeds,
+                override sets it): each sample's map combines K maps with independent seeds
+                (their mean, or as the setting ``ensemble_reduce`` says: median or minimum),
                 run as one batch of B * K (member ``k`` of sample ``i`` uses seed ``s_i + k``;
                 an int ``seed`` gives ``s_i = seed + i * K``, a sequence gives the ``s_i``;
                 see :func:`~inputiba.core.rng.ensemble_seeds`). It costs about K times one map
@@ -330,7 +331,7 @@ class InputIBA(_LayerAttribution):
         k = ensemble
 
         def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, ...) -> (B, ...)
-            return maps if k == 1 else maps.reshape(-1, k, *maps.shape[1:]).mean(1)
+            return reduce_members(maps, k)
 
         with self._running():
             x, t, probs, rng = self._prepare(inputs, target, seed, members=k)
@@ -339,7 +340,8 @@ class InputIBA(_LayerAttribution):
             batch = ImageStages(self, net, split, x)
             setup = time.perf_counter() - t0
             res = run_stages(batch, t, rng, self.config, self.progress)
-        attribution = members_mean(torch.sigmoid(res.input.alpha).mean(1, keepdim=True))
+        attribution = reduce_members(torch.sigmoid(res.input.alpha).mean(1, keepdim=True), k,
+                                     self.config.ensemble_reduce)
         if not return_details:
             return attribution.to(inputs.device if isinstance(inputs, torch.Tensor) else "cpu")
         h, w = x.shape[-2:]

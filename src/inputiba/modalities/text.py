@@ -37,7 +37,12 @@ from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult
 from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig
-from inputiba.core.functional import LN2, normalized_logits, target_probability
+from inputiba.core.functional import (
+    LN2,
+    normalized_logits,
+    reduce_members,
+    target_probability,
+)
 from inputiba.core.gan import SequenceCritic
 from inputiba.core.layers import frozen_eval, get_layer, layer_output, replace_output
 from inputiba.core.pipeline import StageAdapter, run_stages
@@ -380,8 +385,9 @@ class TextInputIBA:
             target: None (each text's predicted class), an int for all, or one per text.
             attention_mask: (B, T), 1 for real tokens (default ``token_ids != pad_id``).
             seed: per-sample seeds (int: ``seed + i``; default the config's seed).
-            ensemble: K >= 1 (default: the config's ``ensemble``): each text's scores are the
-                mean of K runs with independent seeds, run as one batch of B * K, as for
+            ensemble: K >= 1 (default: the config's ``ensemble``): each text's scores combine
+                K runs with independent seeds (``ensemble_reduce``: their mean, median or
+                minimum), run as one batch of B * K, as for
                 images (:meth:`inputiba.InputIBA.attribute`): member ``k`` of text ``i`` uses
                 seed ``s_i + k``, where an int ``seed`` gives ``s_i = seed + i * K`` and a
                 sequence gives the ``s_i`` (:func:`~inputiba.core.rng.ensemble_seeds`).
@@ -403,7 +409,7 @@ class TextInputIBA:
         k = ensemble
 
         def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, T) -> (B, T)
-            return maps if k == 1 else maps.reshape(-1, k, *maps.shape[1:]).mean(1)
+            return reduce_members(maps, k)
 
         ids0, mask0 = check_token_batch(token_ids, attention_mask, self.pad_id)
         device = _model_device(self.model)
@@ -423,7 +429,8 @@ class TextInputIBA:
             batch = TextStages(self, rep(ids), rep(mask), rep(r), rep(emb))
             res = run_stages(batch, rep(tgt), rng, self.config, self.progress)
         valid = mask.bool()
-        scores = (members_mean(res.input.lamb.squeeze(-1)) * valid).to(ids0.device)
+        scores = (reduce_members(res.input.lamb.squeeze(-1), k, self.config.ensemble_reduce)
+                  * valid).to(ids0.device)
         if not return_details:
             return scores
         return TextInputIBAResult(
