@@ -242,7 +242,7 @@ _FAST: dict[str, Any] = {
 #: ``consensus``: as ``stable`` with 20 stage-3 steps and 4 seeds, each map the pixel-wise
 #: minimum of the 4 (``ensemble_reduce="min"``: high only where every run keeps the pixel):
 #: deletion AUC as ``paper``'s, better insertion AUC and mass in the object's box, maps that
-#: change less with the seed, at about 0.36x ``paper``'s time (the same README section).
+#: change less with the seed, at about 0.35x ``paper``'s time (the same README section).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "fast": dict(_FAST),
