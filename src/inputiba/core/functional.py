@@ -194,7 +194,6 @@ def target_probability(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.exp(-classification_loss(logits, target))
 
 
-
 def reduce_members(maps: torch.Tensor, members: int, how: str = "mean") -> torch.Tensor:
     """One map per sample from the maps of its ``members`` ensemble runs, element by element.
 
