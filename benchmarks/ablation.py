@@ -75,7 +75,8 @@ import numpy as np
 import torch
 
 from inputiba import IBA, InputIBA
-from inputiba.core.functional import normalized_logits
+from inputiba.core.config import ENSEMBLE_REDUCTIONS
+from inputiba.core.functional import normalized_logits, reduce_members
 from inputiba.data.assets import BUILTIN_PHOTO_NAMES, builtin_photos
 from inputiba.data.datasets import load_localization_set, scale_boxes
 from inputiba.metrics import Deletion, EffectiveHeatRatio, Insertion, MassInBox, PointingGame
@@ -96,17 +97,22 @@ class Variant:
     ensemble: int | None = None  # None: the preset's (a preset's name runs as the preset is)
     iba: bool = False
     reduce: str = ""  # "": the batched ensemble's mean; else how its members' maps become one
-    members_of: str = ""  # for reduce != "mean": the variant whose runs are the members
+    members_of: str = ""  # with a reduce: the variant whose runs are the members
 
 
 def _gmean(maps: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     return np.exp(np.log(maps + eps).mean(0)) - eps
 
 
-#: ``-xK<name>``: how K maps (K, H, W) in [0, 1] become one, pixel by pixel.
-REDUCTIONS: dict[str, Any] = {
-    "mean": lambda m: m.mean(0), "median": lambda m: np.median(m, 0), "min": lambda m: m.min(0), "gmean": _gmean,
-}
+def _library_reduction(how: str) -> Any:
+    """``ensemble_reduce=how`` as the explainers apply it, on K maps (K, H, W)."""
+    return lambda maps: reduce_members(torch.from_numpy(maps), len(maps), how)[0].numpy()
+
+
+#: ``-xK<name>``: how K maps (K, H, W) in [0, 1] become one, pixel by pixel: the library's
+#: ``ensemble_reduce`` choices, and the geometric mean (screened here only).
+REDUCTIONS: dict[str, Any] = {**{how: _library_reduction(how) for how in ENSEMBLE_REDUCTIONS},
+                              "gmean": _gmean}
 
 
 #: ``-gantrain``: a WGAN that trains (see the module docstring).
