@@ -9,6 +9,7 @@ from inputiba.core.config import BottleneckSettings, GanSettings
 from inputiba.core.gan import ImageCritic, fit_gan_mask
 from inputiba.core.layers import LayerSplit, layer_output
 from inputiba.core.rng import SampleRNG
+from inputiba.errors import ConfigError
 
 SMALL = dict(gan_epochs=2, gan_dataset_size=32, gan_subset_size=8, gan_batch_size=16,
              input_steps=8, input_draws=4, feat_draws=4)
@@ -347,8 +348,9 @@ def test_ensemble_is_the_mean_of_its_members(digits, digits_model, digits_stats)
     assert torch.allclose(det.attribution, ens, atol=1e-6)
     assert det.targets.tolist() == [3, 5] and det.gan_mask.shape == (2, 1, 32, 32)
     assert det.losses["input"]["total"].shape[0] == 2 * k
-    with pytest.raises(ValueError, match="ensemble"):
-        ex.attribute(x, ensemble=0)
+    for bad in (0, True, 1.5):  # inputiba's own error (a ValueError) naming the setting
+        with pytest.raises(ConfigError, match=r"ensemble must be an integer >= 1"):
+            ex.attribute(x, ensemble=bad)
 
 
 def test_ensemble_setting_is_the_default_of_attribute(digits, digits_model, digits_stats):

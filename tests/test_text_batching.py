@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from inputiba.core.gan import SequenceCritic
 from inputiba.core.rng import SampleRNG
+from inputiba.errors import ConfigError
 from inputiba.modalities.text import TextInputIBA
 from inputiba.models.text import LSTMSentimentClassifier
 
@@ -99,12 +101,9 @@ def test_text_ensemble_is_the_mean_of_its_members_and_ignores_neighbours():
     # the setting is the default K
     ex.config = ex.config.replace(ensemble=k)
     torch.testing.assert_close(ex.attribute(batch, target=[1, 0], seed=7), ens.attribution)
-    try:
-        ex.attribute(batch, ensemble=0)
-    except ValueError as e:
-        assert "ensemble" in str(e)
-    else:
-        raise AssertionError("ensemble=0 was accepted")
+    for bad in (0, True, 1.5):  # inputiba's own error (a ValueError) naming the setting
+        with pytest.raises(ConfigError, match=r"ensemble must be an integer >= 1"):
+            ex.attribute(batch, ensemble=bad)
 
 
 def test_text_gan_theta_init_normalized_uses_the_real_tokens_capacity():

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "resolve_config",
     "validate_settings",
+    "check_setting",
     "SETTING_RULES",
 ]
 
@@ -344,8 +345,13 @@ def _range(lo: Any, lo_in: bool, hi: Any, hi_in: bool) -> str:
     return " and ".join(parts) or "finite"
 
 
-def _check_value(name: str, value: Any) -> Any:
-    """``value`` of setting ``name`` checked (and an int given for a float made a float)."""
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` of setting ``name`` checked (and an int given for a float made a float).
+
+    Raises:
+        ConfigError: a value of the wrong type or out of the setting's range (the message
+            gives the valid range).
+    """
     rule = SETTING_RULES[name]
     kind = rule[0]
     if value is None and name == "max_batch":
@@ -383,7 +389,7 @@ def validate_settings(cfg: InputIBAConfig) -> None:
     """
     for f in fields(cfg):
         if f.name in SETTING_RULES:
-            object.__setattr__(cfg, f.name, _check_value(f.name, getattr(cfg, f.name)))
+            object.__setattr__(cfg, f.name, check_setting(f.name, getattr(cfg, f.name)))
     if cfg.gan_subset_size > cfg.gan_dataset_size:
         raise ConfigError(f"InputIBA setting gan_subset_size ({cfg.gan_subset_size}) must be at "
                           f"most gan_dataset_size ({cfg.gan_dataset_size})")

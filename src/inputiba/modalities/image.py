@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult, row_chunks
-from inputiba.core.config import InputIBAConfig, resolve_config
+from inputiba.core.config import InputIBAConfig, check_setting, resolve_config
 from inputiba.core.functional import capacity_map, normalized_logits, reduce_members
 from inputiba.core.gan import ImageCritic
 from inputiba.core.layers import (
@@ -320,15 +320,11 @@ class InputIBA(_LayerAttribution):
                 than the statistics', or that the model fails on.
             TargetError: a target out of range, not a class index, or the wrong number.
             StatisticsError: no statistics (call :meth:`estimate` or set them).
-            ValueError: ``ensemble`` not an integer >= 1. (The errors above are
+            ConfigError: ``ensemble`` not an integer >= 1. (The errors above are
                 :class:`~inputiba.errors.InputIBAError`, and ``ValueError`` or
                 ``RuntimeError``.)
         """
-        if ensemble is None:
-            ensemble = self.config.ensemble
-        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
-            raise ValueError(f"ensemble must be an integer >= 1, got {ensemble!r}")
-        k = ensemble
+        k = check_setting("ensemble", self.config.ensemble if ensemble is None else ensemble)
 
         def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, ...) -> (B, ...)
             return reduce_members(maps, k)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult
-from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig
+from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig, check_setting
 from inputiba.core.functional import (
     LN2,
     normalized_logits,
@@ -401,12 +401,9 @@ class TextInputIBA:
         Raises:
             ValueError: bad shapes, an all-padding row, or a feature layer where the
                 classification loss has no gradient.
+            ConfigError: ``ensemble`` not an integer >= 1.
         """
-        if ensemble is None:
-            ensemble = self.config.ensemble
-        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
-            raise ValueError(f"ensemble must be an integer >= 1, got {ensemble!r}")
-        k = ensemble
+        k = check_setting("ensemble", self.config.ensemble if ensemble is None else ensemble)
 
         def members_mean(maps: torch.Tensor) -> torch.Tensor:  # (B * K, T) -> (B, T)
             return reduce_members(maps, k)
