@@ -25,9 +25,10 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
 * ``*-sigF``, ``*-stepsN``, ``*-drawsN``: stage 3's ``input_sigma`` (smoothing of the mask,
   pixels), ``input_steps``, ``input_draws``;
 * ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds;
-* ``*-xK<reduction>`` (``mean``, ``median``, ``min``, ``gmean``): the K maps of ``*-xK``
-  reduced pixel by pixel: their mean (``*-xK``'s maps, which equal the mean of their members'),
-  median, minimum (what every run keeps) or geometric mean (of map + 0.001, minus 0.001);
+* ``*-xK<reduction>`` (``mean``, ``median``, ``min``, ``gmean``, ``hmean``, ``second``): the K
+  maps of ``*-xK`` reduced pixel by pixel: their mean (``*-xK``'s maps, which equal the mean of
+  their members'), median, minimum (what every run keeps), geometric or harmonic mean (of
+  map + 0.001, minus 0.001) or second-smallest value (what every run but one keeps);
   the members are the runs of the variant without ``-xK...`` at seeds ``base + k`` (the
   ensemble's seeds; cached under that variant's name, so the reductions share them), and the
   seconds per map are the sum of the members' (run in batches of ``--seeds`` x K);
@@ -46,6 +47,11 @@ the Pearson correlation of maps between seeds of one photo (between independent 
 for ``-xK``) and with the reference's map of the same photo and seed; seconds per map (wall
 time of the batched call / maps; noisy on a shared machine). For variants that run the GAN,
 how far its mask moved from its initial mask.
+
+``--plot PNG`` draws the trade-off the table shows: per variant, the seed correlation against
+the paired deletion-AUC difference to the reference (with its interval), marking the variants
+that take at most half the reference's seconds per map, and the corner aimed
+at (correlation >= 0.85, deletion no worse).
 
 Maps are cached in ``--cache`` (one ``.npz`` per variant, photo and seed), so a run can be
 extended (more variants, photos or seeds) without recomputing.
@@ -104,15 +110,25 @@ def _gmean(maps: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     return np.exp(np.log(maps + eps).mean(0)) - eps
 
 
+def _hmean(maps: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    return 1.0 / (1.0 / (maps + eps)).mean(0) - eps
+
+
+def _second(maps: np.ndarray) -> np.ndarray:
+    """The second-smallest value: what every run but one keeps."""
+    return np.sort(maps, axis=0)[1]
+
+
 def _library_reduction(how: str) -> Any:
     """``ensemble_reduce=how`` as the explainers apply it, on K maps (K, H, W)."""
     return lambda maps: reduce_members(torch.from_numpy(maps), len(maps), how)[0].numpy()
 
 
 #: ``-xK<name>``: how K maps (K, H, W) in [0, 1] become one, pixel by pixel: the library's
-#: ``ensemble_reduce`` choices, and the geometric mean (screened here only).
+#: ``ensemble_reduce`` choices, and the geometric and harmonic means and the second-smallest
+#: value (screened here only).
 REDUCTIONS: dict[str, Any] = {**{how: _library_reduction(how) for how in ENSEMBLE_REDUCTIONS},
-                              "gmean": _gmean}
+                              "gmean": _gmean, "hmean": _hmean, "second": _second}
 
 
 #: ``-gantrain``: a WGAN that trains (see the module docstring).
@@ -145,7 +161,7 @@ def _non_negative(text: str) -> bool:
 
 def parse_variant(name: str) -> Variant:
     """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN]``
-    ``[-xK[median|min|gmean]]``, ``iba``, or a preset.
+    ``[-xK[mean|median|min|gmean|hmean|second]]``, ``iba``, or a preset.
 
     ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``: ``input_sigma``,
     ``input_steps``, ``input_draws``; ``-xK``: ``ensemble=K``. Any other name must be a preset
@@ -418,6 +434,63 @@ def markdown(summary: dict[str, Any], reference: str, n_photos: int, seeds: int)
     return "\n".join(lines) + note + ("\nGAN mask: " + "; ".join(gan) + "\n" if gan else "")
 
 
+def plot_frontier(summary: dict[str, Any], reference: str, path: Path,
+                  min_corr: float = 0.85) -> list[str]:
+    """Seed correlation (x) against the paired deletion-AUC difference to ``reference`` (y, with
+    its 95% interval) per variant; filled markers: at most half the reference's seconds per
+    map. The shaded corner is correlation >= ``min_corr`` with deletion no worse (interval
+    reaching 0 or below). Points are numbered; the key beside the plot names them
+    (variants with the same point share a number: ``a = b``); returns the key's lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref_s = summary[reference]["seconds_per_map"]
+    fig, ax = plt.subplots(figsize=(11, 6))
+    points: dict[tuple[float, float], list[str]] = {}
+    for name, s in summary.items():
+        pd = s["deletion"].get("paired_diff", {"mean": 0.0, "ci95": [0.0, 0.0]})
+        x, y = s["seed_corr"], pd["mean"]
+        points.setdefault((round(x, 4), round(y, 5)), []).append(
+            name.replace("paper-s1prior-", "s1-"))
+        fast = s["seconds_per_map"] <= 0.5 * ref_s
+        if name == reference:
+            ax.plot(x, y, "*", color="k", ms=10)
+        else:
+            ax.errorbar(x, y, yerr=[[y - pd["ci95"][0]], [pd["ci95"][1] - y]], fmt="o",
+                        color="tab:blue" if fast else "tab:gray",
+                        mfc="tab:blue" if fast else "white", capsize=2, ms=6)
+    lo_y, hi_y = ax.get_ylim()
+    lo_x, hi_x = ax.get_xlim()
+    hi_x = max(hi_x, min_corr + 0.02)
+    ax.fill_between([min_corr, hi_x], lo_y, 0, color="tab:green", alpha=0.12,
+                    label=f"aimed at: seed corr >= {min_corr}, deletion interval reaching "
+                    "this band")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.axvline(min_corr, color="tab:green", lw=0.8, ls="--")
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_ylim(lo_y, hi_y)
+    ax.set_xlabel("map correlation between independent seeds")
+    ax.set_ylabel(f"deletion AUC − {reference}'s (paired, 95% interval; lower is better)")
+    ax.plot([], [], "o", color="tab:blue", label=f"<= 1/2 of {reference}'s seconds per map")
+    ax.plot([], [], "o", color="tab:gray", mfc="white", label="slower")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Seed agreement against deletion AUC (s1- = paper-s1prior-)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.68, 1))
+    # each point numbered next to it; the key (number: variants) beside the axes
+    key = []
+    for i, ((x, y), names) in enumerate(sorted(points.items()), 1):
+        ax.annotate(str(i), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=8)
+        key.append(f"{i:2d}  {' = '.join(names)}")
+    fig.subplots_adjust(right=0.68)
+    fig.text(0.70, 0.88, "\n".join(key), fontsize=8, va="top", family="monospace")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -432,6 +505,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache", type=Path, default=Path("ablation_cache"))
     ap.add_argument("--json", type=Path, default=Path("ablation.json"))
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="write the seed-correlation / deletion trade-off figure (PNG) here")
     args = ap.parse_args()
     if args.quick:
         args.photos, args.seeds, args.step = 1, 2, 0.2
@@ -476,6 +551,9 @@ def main() -> None:
         "summary": summary, "per_pair": per_pair, "table": table,
     }, indent=1))
     print(f"wrote {args.json}")
+    if args.plot:
+        plot_frontier(summary, reference, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

@@ -69,3 +69,30 @@ def test_maps_are_those_of_the_named_settings(ablation, monkeypatch, tmp_path, d
                                    seed=[100 * j, 100 * j + 1])
         assert np.allclose(reduced[j]["map"], members.amin(0)[0].numpy(), atol=1e-5)
         assert not np.allclose(reduced[j]["map"], members.mean(0)[0].numpy(), atol=1e-3)
+
+
+def test_screened_reductions_by_hand(ablation):
+    maps = np.array([[[0.2, 1.0]], [[0.6, 0.0]], [[0.4, 0.5]]], dtype=np.float32)  # K=3, 1x2
+    np.testing.assert_allclose(ablation.REDUCTIONS["second"](maps), [[0.4, 0.5]])
+    eps = 1e-3  # harmonic mean of map + eps, minus eps
+    want = [3 / sum(1 / (v + eps) for v in col) - eps for col in ([0.2, 0.6, 0.4], [1, 0, 0.5])]
+    np.testing.assert_allclose(ablation.REDUCTIONS["hmean"](maps), [want], rtol=1e-5)
+    v = ablation.parse_variant("paper-s1prior-steps20-x6second")
+    assert (v.ensemble, v.reduce, v.members_of) == (6, "second", "paper-s1prior-steps20")
+
+
+def test_frontier_figure(ablation, tmp_path):
+    """``--plot``: one numbered point per distinct (seed corr, deletion difference)."""
+    import matplotlib.image as mpimg
+
+    def row(corr, d, seconds):
+        return {"seed_corr": corr, "seconds_per_map": seconds,
+                "deletion": {"paired_diff": {"mean": d, "ci95": [d - 0.002, d + 0.002]}}}
+
+    summary = {"paper": {"seed_corr": 0.55, "seconds_per_map": 60.0, "deletion": {}},
+               "a": row(0.8, 0.001, 20.0), "b": row(0.8, 0.001, 20.0), "c": row(0.9, 0.01, 40.0)}
+    path = tmp_path / "f" / "frontier.png"
+    key = ablation.plot_frontier(summary, "paper", path)
+    assert key == [" 1  paper", " 2  a = b", " 3  c"]  # by correlation; a and b share a point
+    img = mpimg.imread(path)
+    assert img.shape[:2] == (660, 1210)  # 11 x 6 inches at 110 dpi
