@@ -168,3 +168,38 @@ def test_quokka():
     np.testing.assert_allclose(q.boxes, [[148, 50, 550, 642]])
     assert q.imagenet_ids == [104, 106]
     assert q.mask_for(104).sum() > 0.5 * boxes_to_mask(q.boxes, (643, 960)).sum()
+
+
+def test_data_errors_are_inputiba_errors(tmp_path):
+    """Missing, empty or malformed data raise inputiba's own errors (catchable as
+    InputIBAError), which are still the built-in FileNotFoundError / ValueError."""
+    from inputiba.data.folders import list_dataset, read_subset
+    from inputiba.data.maps import load_map, map_files
+    from inputiba.errors import DataError, DataNotFoundError, InputIBAError
+
+    (tmp_path / "empty").mkdir()
+    bad_map = tmp_path / "m.npy"
+    np.save(bad_map, np.zeros((2, 3, 4)))
+    bad_xml = tmp_path / "a.xml"
+    bad_xml.write_text("<annotation><object><name>x</name>")
+    cases = [
+        (lambda: list_dataset(tmp_path / "nope"), DataNotFoundError, FileNotFoundError, "nope"),
+        (lambda: list_dataset(tmp_path / "empty"), DataError, ValueError, "no images"),
+        (lambda: read_subset(tmp_path / "s.txt"), DataNotFoundError, FileNotFoundError, "s.txt"),
+        (lambda: map_files(tmp_path / "maps"), DataNotFoundError, FileNotFoundError, "maps"),
+        (lambda: load_map(bad_map), DataError, ValueError, "H x W"),
+        (lambda: read_voc_xml(bad_xml), DataError, ValueError, "a.xml"),
+    ]
+    for call, kind, builtin, words in cases:
+        with pytest.raises(kind, match=words) as info:
+            call()
+        assert isinstance(info.value, InputIBAError) and isinstance(info.value, builtin)
+
+
+def test_a_missing_maps_folder_is_one_clean_line(tmp_path, capsys):
+    from inputiba.cli import main
+
+    assert main(["evaluate", str(tmp_path / "nope"), "--builtin"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("inputiba: error:") and "does not exist" in err
+    assert "FileNotFoundError" not in err and "--traceback" not in err  # inputiba's own error

@@ -29,6 +29,8 @@ __all__ = [
     "ImageSizeError",
     "TextInputError",
     "NoRegionError",
+    "DataError",
+    "DataNotFoundError",
     "InputIBAWarning",
 ]
 
@@ -102,6 +104,15 @@ class TextInputError(InputIBAError, ValueError):
 
 class NoRegionError(InputIBAError, ValueError):
     """A localisation metric was given no object region (no box of the target class)."""
+
+
+class DataError(InputIBAError, ValueError):
+    """A data file or folder that cannot be used: empty, unreadable or malformed (maps, box
+    annotations, subset lists, dataset folders); the message names it."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data file or folder that does not exist; the message names it."""
 
 
 class InputIBAWarning(UserWarning):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inputiba.errors import ConfigError, DataError, DataNotFoundError
+
 __all__ = [
     "Annotation",
     "LocalizationSample",
@@ -131,13 +133,13 @@ def read_voc_xml(path: str | Path) -> Annotation:
         for ImageNet), and ``image_size`` from ``<size>``.
 
     Raises:
-        ValueError: the file is not VOC XML or an object lacks its box.
+        DataError: the file is not VOC XML or an object lacks its box (a ValueError).
     """
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
-        raise ValueError(f"{path}: not a valid XML file ({exc})") from exc
+        raise DataError(f"{path}: not a valid XML file ({exc})") from exc
     size = root.find("size")
     image_size = None
     if size is not None and size.findtext("height") and size.findtext("width"):
@@ -146,11 +148,11 @@ def read_voc_xml(path: str | Path) -> Annotation:
     for obj in root.iter("object"):
         bb = obj.find("bndbox")
         if bb is None:
-            raise ValueError(f"{path}: an <object> has no <bndbox>")
+            raise DataError(f"{path}: an <object> has no <bndbox>")
         try:
             x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         except TypeError as exc:
-            raise ValueError(f"{path}: a <bndbox> lacks one of xmin/ymin/xmax/ymax") from exc
+            raise DataError(f"{path}: a <bndbox> lacks one of xmin/ymin/xmax/ymax") from exc
         rows.append((x0 - 1, y0 - 1, x1, y1))
         labels.append((obj.findtext("name") or "").strip())
     return Annotation(_as_boxes(rows), labels, image_size, None, root.findtext("filename"))
@@ -176,13 +178,13 @@ def read_labelme(
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if "shapes" not in data:
-        raise ValueError(f"{path}: not a labelme file (no 'shapes' key)")
+        raise DataError(f"{path}: not a labelme file (no 'shapes' key)")
     h, w = data.get("imageHeight"), data.get("imageWidth")
     image_size = (int(h), int(w)) if h and w else None
     if masks and image_size is None:
-        raise ValueError(f"{path}: masks need imageHeight/imageWidth, which the file lacks")
+        raise DataError(f"{path}: masks need imageHeight/imageWidth, which the file lacks")
     rows, labels, mlist = [], [], []
     for shape in data["shapes"]:
         label = str(shape.get("label", ""))
@@ -278,18 +280,18 @@ class ImageNetBoxFolder(Sequence[LocalizationSample]):
         self.root = Path(root)
         index_path = Path(class_index) if class_index else self.root / "imagenet_class_index.json"
         if not index_path.exists():
-            raise FileNotFoundError(f"Class index {index_path} not found")
+            raise DataNotFoundError(f"Class index {index_path} not found")
         index = json.loads(index_path.read_text())
         self.wnid_to_idx = {v[0]: int(k) for k, v in index.items()}
         self.class_names = {int(k): v[1] for k, v in index.items()}
         image_dir = self.root / "images" / split
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"Image folder {image_dir} not found")
+            raise DataNotFoundError(f"Image folder {image_dir} not found")
         self.annotation_dir = self.root / "annotations" / split
         self.items: list[tuple[Path, str]] = []
         for wdir in sorted(p for p in image_dir.iterdir() if p.is_dir()):
             if wdir.name not in self.wnid_to_idx:
-                raise ValueError(
+                raise DataError(
                     f"Folder {wdir} is named {wdir.name!r}, which is not a WordNet id of {index_path}"
                 )
             for f in sorted(wdir.iterdir()):
@@ -381,7 +383,7 @@ def load_localization_set(
 
     unknown = set(include) - {"labelme", "quokka"}
     if unknown:
-        raise ValueError(f"Unknown parts {sorted(unknown)}; choose from 'labelme', 'quokka'")
+        raise ConfigError(f"Unknown parts {sorted(unknown)}; choose from 'labelme', 'quokka'")
     out: list[LocalizationSample] = []
     if "labelme" in include:
         root = fetch_package_files("labelme", "6.3.1", sdist=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from inputiba.data.datasets import ImageNetBoxFolder
+from inputiba.errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = ["DatasetItem", "list_dataset", "read_subset", "split_dataset"]
 
@@ -86,13 +87,13 @@ def list_dataset(
         The items (their ``index`` is the position in the full listing).
 
     Raises:
-        FileNotFoundError: ``root`` or the subset file is missing.
-        ValueError: no images, a subset entry that matches nothing or several items, an index
+        DataNotFoundError: ``root`` or the subset file is missing (a FileNotFoundError).
+        DataError: no images, a subset entry that matches nothing or several items, an index
             out of range, or an ImageNet class folder that is not in the class index.
     """
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise FileNotFoundError(f"Dataset folder {base} does not exist")
+        raise DataNotFoundError(f"Dataset folder {base} does not exist")
     items: list[DatasetItem] = []
     if _imagenet_root(base, split, class_index):
         folder = ImageNetBoxFolder(base, split, class_index)
@@ -106,7 +107,7 @@ def list_dataset(
             items.append(DatasetItem(i, rel.as_posix(), path, None,
                                      rel.parts[0] if len(rel.parts) > 1 else ""))
     if not items:
-        raise ValueError(f"Dataset folder {base} contains no images")
+        raise DataError(f"Dataset folder {base} contains no images")
     if subset is not None:
         items = _apply_subset(items, read_subset(subset) if isinstance(subset, (str, os.PathLike))
                               else list(subset))
@@ -117,11 +118,11 @@ def read_subset(path: str | os.PathLike[str]) -> list[int | str]:
     """A subset file's entries: a JSON list, or one index or name per line (``#`` comments).
 
     Raises:
-        FileNotFoundError: the file is missing.
+        DataNotFoundError: the file is missing (a FileNotFoundError).
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"Subset file {p} does not exist")
+        raise DataNotFoundError(f"Subset file {p} does not exist")
     text = p.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         data = json.loads(text)
@@ -143,16 +144,16 @@ def _apply_subset(items: list[DatasetItem], entries: Sequence[int | str]) -> lis
     for e in entries:
         if isinstance(e, int):
             if not 0 <= e < len(items):
-                raise ValueError(f"Subset index {e} is out of range: the dataset has "
+                raise DataError(f"Subset index {e} is out of range: the dataset has "
                                  f"{len(items)} images (0-{len(items) - 1})")
             keep.add(e)
             continue
         hits = by_name.get(e.replace("\\", "/"), [])
         if not hits:
-            raise ValueError(f"Subset entry {e!r} matches no image of the dataset")
+            raise DataError(f"Subset entry {e!r} matches no image of the dataset")
         if len(hits) > 1:
             names = ", ".join(items[h].key for h in hits[:3])
-            raise ValueError(f"Subset entry {e!r} is ambiguous ({names}); give the full key")
+            raise DataError(f"Subset entry {e!r} is ambiguous ({names}); give the full key")
         keep.add(hits[0])
     return [items[i] for i in sorted(keep)]
 
@@ -194,14 +195,15 @@ def split_dataset(
         dict[str, list[str]]: the keys of each set, ``"estimation"`` and ``"attribution"``.
 
     Raises:
-        ValueError: bad counts, layout or mode; a file already in the way.
+        ConfigError: bad counts, layout or mode. DataError: a file already in the way (both
+            ValueErrors).
     """
     if n_estimation < 0 or n_attribution < 0:
-        raise ValueError(f"Image counts must be >= 0, got {n_estimation} and {n_attribution}")
+        raise ConfigError(f"Image counts must be >= 0, got {n_estimation} and {n_attribution}")
     if layout not in ("class", "flat"):
-        raise ValueError(f"layout must be 'class' or 'flat', not {layout!r}")
+        raise ConfigError(f"layout must be 'class' or 'flat', not {layout!r}")
     if mode not in ("copy", "symlink", "hardlink", "list"):
-        raise ValueError(f"mode must be copy, symlink, hardlink or list, not {mode!r}")
+        raise ConfigError(f"mode must be copy, symlink, hardlink or list, not {mode!r}")
     base = Path(root).expanduser()
     imagenet = _imagenet_root(base, split, class_index)
     items = list_dataset(base, split, class_index=class_index)
@@ -259,7 +261,7 @@ def _place(src: Path, dest: Path, mode: str) -> None:
     if dest.exists() or dest.is_symlink():
         if dest.is_file() and (os.path.samefile(src, dest) or filecmp.cmp(src, dest, False)):
             return  # a rerun of the same split
-        raise ValueError(f"{dest} already exists and differs from {src}; choose an empty "
+        raise DataError(f"{dest} already exists and differs from {src}; choose an empty "
                          "output folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if mode == "copy":

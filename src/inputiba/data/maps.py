@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from inputiba.data.io import IMAGE_EXTENSIONS
-from inputiba.errors import ConfigError
+from inputiba.errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = [
     "EvalItem",
@@ -49,14 +49,14 @@ def map_files(maps_dir: str | Path) -> dict[str, Path]:
     (stage outputs of ``inputiba explain``) are not maps."""
     maps_dir = Path(maps_dir)
     if not maps_dir.is_dir():
-        raise FileNotFoundError(f"maps folder {maps_dir} does not exist")
+        raise DataNotFoundError(f"maps folder {maps_dir} does not exist")
     out = {}
     for f in sorted(maps_dir.glob("*.npy")):
         stem = f.name[: -len(".npy")]
         if not stem.endswith((".feature", ".gan", ".capacity")):
             out[stem] = f
     if not out:
-        raise FileNotFoundError(f"no <stem>.npy maps in {maps_dir}")
+        raise DataNotFoundError(f"no <stem>.npy maps in {maps_dir}")
     return out
 
 
@@ -64,12 +64,12 @@ def load_map(path: Path) -> np.ndarray:
     try:
         m = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise ValueError(f"{path}: not a readable .npy array ({exc.__class__.__name__})") from exc
+        raise DataError(f"{path}: not a readable .npy array ({exc.__class__.__name__})") from exc
     m = np.squeeze(np.asarray(m, dtype=np.float64))
     if m.ndim != 2:
-        raise ValueError(f"{path}: a map must be H x W, got shape {np.shape(m)}")
+        raise DataError(f"{path}: a map must be H x W, got shape {np.shape(m)}")
     if not np.isfinite(m).all():
-        raise ValueError(f"{path}: the map has NaN or infinite values")
+        raise DataError(f"{path}: the map has NaN or infinite values")
     return m
 
 
@@ -179,10 +179,10 @@ def collect_items(
         wnid_to_idx = {v[0]: int(k) for k, v in index.items()}
     images_dir = Path(images)
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"images folder {images_dir} does not exist")
+        raise DataNotFoundError(f"images folder {images_dir} does not exist")
     boxes_dir = Path(boxes) if boxes else None
     if boxes_dir is not None and not boxes_dir.is_dir():
-        raise FileNotFoundError(f"boxes folder {boxes_dir} does not exist")
+        raise DataNotFoundError(f"boxes folder {boxes_dir} does not exist")
     for stem in maps:
         path = _find_image(images_dir, stem)
         if path is None:
