@@ -146,3 +146,32 @@ def test_colour_scale_and_terminal_rendering():
     page = html_page([{"tokens": ["<b>", "ok"], "scores": [1.0, 0.0], "label": "positive",
                        "probability": 0.91}])
     assert "&lt;b&gt;" in page and "rgb(214, 39, 40)" in page and "p = 0.910" in page
+
+
+def test_text_data_errors_are_inputiba_errors(tmp_path):
+    """Missing or malformed text data and bad arguments raise inputiba's own errors, which are
+    still the built-in FileNotFoundError / ValueError."""
+    from inputiba.data.text import pad_sequences, read_glove_text, read_imdb, snippet_split
+    from inputiba.errors import (
+        ConfigError,
+        DataError,
+        DataNotFoundError,
+        InputIBAError,
+        TextInputError,
+    )
+
+    glove = tmp_path / "g.txt"
+    glove.write_text("good 0.1 0.2\nbad 0.3\n")
+    cases = [
+        (lambda: pad_sequences([]), TextInputError, ValueError, "no sequences"),
+        (lambda: pad_sequences([[1], []]), TextInputError, ValueError, "empty"),
+        (lambda: read_glove_text(glove), DataError, ValueError, "g.txt"),
+        (lambda: read_imdb(tmp_path / "aclImdb"), DataNotFoundError, FileNotFoundError,
+         "aclImdb"),
+        (lambda: read_imdb(tmp_path, split="dev"), ConfigError, ValueError, "split"),
+        (lambda: snippet_split(test_fraction=1.5), ConfigError, ValueError, "test_fraction"),
+    ]
+    for call, kind, builtin, words in cases:
+        with pytest.raises(kind, match=words) as info:
+            call()
+        assert isinstance(info.value, InputIBAError) and isinstance(info.value, builtin)

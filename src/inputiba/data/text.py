@@ -34,6 +34,7 @@ import torch
 
 from inputiba.data.assets import cache_dir, fetch_package_files
 from inputiba.data.io import save_text
+from inputiba.errors import ConfigError, DataError, DataNotFoundError, TextInputError
 
 __all__ = [
     "VADER_PACKAGE",
@@ -101,7 +102,7 @@ class Vocabulary:
             if w in self.stoi:
                 if w in (PAD, UNK):
                     continue
-                raise ValueError(f"Duplicate word {w!r} in the vocabulary")
+                raise DataError(f"Duplicate word {w!r} in the vocabulary")
             self.stoi[w] = len(self.itos)
             self.itos.append(w)
 
@@ -151,7 +152,7 @@ class Vocabulary:
     @classmethod
     def from_list(cls, words: Sequence[str]) -> Vocabulary:
         if list(words[:2]) != [PAD, UNK]:
-            raise ValueError(f"A saved vocabulary starts with {PAD!r}, {UNK!r}; got {words[:2]}")
+            raise DataError(f"A saved vocabulary starts with {PAD!r}, {UNK!r}; got {words[:2]}")
         return cls(words[2:])
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -179,14 +180,14 @@ def pad_sequences(
         ``ids`` (B, T) long, T the longest (truncated) length, and ``lengths`` (B,) long.
 
     Raises:
-        ValueError: an empty batch or an empty sequence.
+        TextInputError: an empty batch or an empty sequence (a ValueError).
     """
     if len(sequences) == 0:
-        raise ValueError("pad_sequences got no sequences")
+        raise TextInputError("pad_sequences got no sequences")
     seqs = [list(s)[:max_len] if max_len else list(s) for s in sequences]
     empty = [i for i, s in enumerate(seqs) if not s]
     if empty:
-        raise ValueError(f"Sequences {empty[:10]} are empty; every text needs at least one token")
+        raise TextInputError(f"Sequences {empty[:10]} are empty; every text needs at least one token")
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -201,7 +202,7 @@ def _vader_root() -> Path:
     root = fetch_package_files(*VADER_PACKAGE, sdist=True)
     hits = sorted(root.glob("**/additional_resources/hutto_ICWSM_2014.tar.gz"))
     if not hits:
-        raise FileNotFoundError(f"hutto_ICWSM_2014.tar.gz not found under {root}")
+        raise DataNotFoundError(f"hutto_ICWSM_2014.tar.gz not found under {root}")
     return hits[0].parent.parent
 
 
@@ -216,7 +217,7 @@ def movie_snippets() -> list[tuple[str, float]]:
     with tarfile.open(archive) as tf:
         raw = tf.extractfile(member)
         if raw is None:
-            raise FileNotFoundError(f"{member} missing from {archive}")
+            raise DataNotFoundError(f"{member} missing from {archive}")
         text = raw.read().decode("utf-8", errors="replace")
     out = []
     for line in text.splitlines():
@@ -241,7 +242,7 @@ def snippet_split(
         0 = negative (rating < 0). Snippets rated exactly 0 are left out.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     data = [(t, int(r > 0)) for t, r in movie_snippets() if r != 0 and t]
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)
@@ -256,7 +257,7 @@ def vader_lexicon() -> dict[str, float]:
     root = fetch_package_files(*VADER_PACKAGE, sdist=True)
     hits = sorted(root.glob("**/vaderSentiment/vader_lexicon.txt"))
     if not hits:
-        raise FileNotFoundError(f"vader_lexicon.txt not found under {root}")
+        raise DataNotFoundError(f"vader_lexicon.txt not found under {root}")
     out = {}
     for line in hits[0].read_text(encoding="utf-8", errors="replace").splitlines():
         parts = line.split("\t")
@@ -294,7 +295,7 @@ def packaged_glove() -> tuple[list[str], np.ndarray]:
         save_text(words_cache, json.dumps(words, ensure_ascii=False))
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     if vectors.shape[0] != len(words):
-        raise ValueError(f"GloVe index has {len(words)} words but {vectors.shape[0]} vectors")
+        raise DataError(f"GloVe index has {len(words)} words but {vectors.shape[0]} vectors")
     return words, vectors
 
 
@@ -311,7 +312,8 @@ def read_glove_text(
         ``(words, vectors)``: the words in file order and a (N, D) float32 array.
 
     Raises:
-        ValueError: a line whose number of values differs from the first line's (with its number).
+        DataError: a line whose number of values differs from the first line's (with its
+            number; a ValueError).
     """
     wanted = set(words) if words is not None else None
     out_words: list[str] = []
@@ -325,7 +327,7 @@ def read_glove_text(
             if dim is None:
                 dim = len(parts) - 1
             if len(parts) - 1 != dim:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{lineno}: {len(parts) - 1} values, expected {dim} like line 1"
                 )
             if wanted is not None and parts[0] not in wanted:
@@ -333,7 +335,7 @@ def read_glove_text(
             out_words.append(parts[0])
             rows.append(np.asarray(parts[1:], dtype=np.float32))
     if dim is None:
-        raise ValueError(f"{path} holds no vectors")
+        raise DataError(f"{path} holds no vectors")
     vectors = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return out_words, vectors
 
@@ -353,10 +355,11 @@ def read_imdb(
         within each class (negatives first). ``<br />`` tags become spaces.
 
     Raises:
-        FileNotFoundError: the folder does not have ``split/pos`` and ``split/neg``.
+        DataNotFoundError: the folder does not have ``split/pos`` and ``split/neg`` (a
+            FileNotFoundError).
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     base = Path(root)
     if not (base / split).is_dir() and (base / "aclImdb" / split).is_dir():
         base = base / "aclImdb"
@@ -364,7 +367,7 @@ def read_imdb(
     for label, name in ((0, "neg"), (1, "pos")):
         folder = base / split / name
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} does not exist; expected aclImdb/{split}/{name}/")
+            raise DataNotFoundError(f"{folder} does not exist; expected aclImdb/{split}/{name}/")
         files = sorted(folder.glob("*.txt"), key=_imdb_key)
         for f in files[:limit] if limit else files:
             text = f.read_text(encoding="utf-8", errors="replace")
