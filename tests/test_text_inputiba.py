@@ -289,7 +289,7 @@ def test_text_explainer_rejects_bad_layers():
         ex.attribute(torch.tensor([[2, 3]]))
 
 
-def test_explain_text_cli_baseline_method(lstm, tmp_path):
+def test_explain_text_cli_baseline_method(lstm, tmp_path, capsys):
     """--method integrated_gradients: the baseline's normalised map replaces InputIBA's."""
     import json
 
@@ -317,8 +317,11 @@ def test_explain_text_cli_baseline_method(lstm, tmp_path):
         assert r["scores"] == pytest.approx(maps[i, :n].tolist(), abs=1e-5)
         assert 0.5 <= r["target_probability"] <= 1 and r["target_label"] == r["label"]
     assert (out / "explanation.html").is_file() and (out / "config.yaml").is_file()
+    capsys.readouterr()
     assert main(["explain-text", "x", "--model", str(ckpt), "--method", "shap", "--out",
                  str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err  # inputiba's own error: one line, no type, no traceback hint
+    assert "Unknown text attribution method 'shap'" in err and "ValueError" not in err
 
 
 def test_explain_texts_writes_what_the_cli_writes(lstm, tmp_path):

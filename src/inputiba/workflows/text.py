@@ -23,7 +23,7 @@ from inputiba.core.functional import target_probability
 from inputiba.core.layers import frozen_eval
 from inputiba.core.rng import run_base_seeds
 from inputiba.core.targets import TargetType
-from inputiba.errors import InputIBAWarning, TextInputError
+from inputiba.errors import ConfigError, InputIBAWarning, TargetError, TextInputError
 from inputiba.modalities.text import TextInputIBA
 
 __all__ = ["TokenAttribution", "explain_texts", "text_explainer_for", "write_text_results"]
@@ -132,7 +132,7 @@ def explain_texts(
         if targets.numel() == 1:
             targets = targets.expand(len(texts))
         elif targets.numel() != len(texts):
-            raise ValueError(f"Got {targets.numel()} targets for {len(texts)} texts")
+            raise TargetError(f"Got {targets.numel()} targets for {len(texts)} texts")
     inputiba = isinstance(explainer, TextInputIBA)
     base = (explainer.config.seed if inputiba else 0) if seed is None else seed
     out: list[TokenAttribution] = []
@@ -232,16 +232,16 @@ def text_explainer_for(text_model: Any, method: str, seed: int | None = None,
         A :class:`~inputiba.methods.text.TextExplainer`.
 
     Raises:
-        ValueError: unknown method (the message lists the available ones).
+        ConfigError: unknown method (the message lists the available ones; a ValueError).
     """
     from inputiba.methods.text import TEXT_EXPLAINERS, get_text_explainer
 
     if _is_inputiba(method):
-        raise ValueError("text_explainer_for builds baselines; use TextInputIBA for 'inputiba'")
+        raise ConfigError("text_explainer_for builds baselines; use TextInputIBA for 'inputiba'")
     key = {"ig": "integrated_gradients"}.get(method.lower().replace("-", "_"),
                                              method.lower().replace("-", "_"))
     if key not in TEXT_EXPLAINERS:
-        raise ValueError(f"Unknown text attribution method {method!r}. Available: inputiba, "
+        raise ConfigError(f"Unknown text attribution method {method!r}. Available: inputiba, "
                          f"{', '.join(TEXT_EXPLAINERS)}")
     if seed is not None and key == "lime":
         options.setdefault("seed", seed)
