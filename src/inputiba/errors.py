@@ -1,8 +1,9 @@
 """The exceptions and the warning class of inputiba: one base class to catch them all.
 
 Every error the package raises on purpose derives from :class:`InputIBAError` and also from the
-built-in exception it used to be (``ValueError``, ``KeyError``), so existing ``except
-ValueError`` clauses keep working::
+built-in exception it used to be (``ValueError``, ``KeyError``, ``TypeError``, ``RuntimeError``,
+``FileNotFoundError``, ``ImportError``), so existing ``except ValueError`` clauses keep working
+(``tests/test_errors.py`` checks that no ``raise`` of a bare built-in error is left)::
 
     try:
         explainer = InputIBA(model, "features.71")
@@ -31,6 +32,11 @@ __all__ = [
     "NoRegionError",
     "DataError",
     "DataNotFoundError",
+    "ArgumentTypeError",
+    "ModelError",
+    "MissingExtraError",
+    "AssetError",
+    "UnknownNameError",
     "InputIBAWarning",
 ]
 
@@ -113,6 +119,34 @@ class DataError(InputIBAError, ValueError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """A data file or folder that does not exist; the message names it."""
+
+
+class ArgumentTypeError(InputIBAError, TypeError):
+    """An argument of the wrong kind: a model that is not an ``nn.Module``, float token ids, a
+    model or layer output or a data batch of a type that cannot be read."""
+
+
+class ModelError(ExplainError, RuntimeError):
+    """A model and layer the method cannot work with: the layer is not called in the forward
+    pass or is called several times, its output has the wrong shape or is too small, the model
+    takes several inputs, or the loss has no gradient at the layer."""
+
+
+class MissingExtraError(ExplainError, ImportError):
+    """An optional dependency that is not installed (the message names the pip extra)."""
+
+
+class AssetError(InputIBAError, RuntimeError):
+    """A packaged asset (weights, photos, text) that could not be installed from the package
+    index."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name that names nothing in a fixed list (a built-in photo); the message lists the
+    valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
 
 
 class InputIBAWarning(UserWarning):

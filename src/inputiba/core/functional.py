@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from inputiba.core.config import ENSEMBLE_REDUCTIONS
+from inputiba.errors import ConfigError, InputError
 
 __all__ = [
     "feature_kl",
@@ -88,7 +89,7 @@ def input_prior_kl(
 def gaussian_kernel_1d(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Normalised 1-d Gaussian kernel of size ``2 * round(2 * sigma) + 1``."""
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise ConfigError(f"sigma must be positive, got {sigma}")
     radius = int(round(2 * sigma))
     xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-(xs**2) / (2 * sigma**2))
@@ -109,7 +110,7 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma is None or sigma <= 0:
         return x
     if x.dim() != 4:
-        raise ValueError(f"gaussian_smooth expects (N, C, H, W), got shape {tuple(x.shape)}")
+        raise InputError(f"gaussian_smooth expects (N, C, H, W), got shape {tuple(x.shape)}")
     k = gaussian_kernel_1d(sigma, x.dtype).to(x.device)
     pad = (k.numel() - 1) // 2
     n, c, h, w = x.shape
@@ -213,9 +214,9 @@ def reduce_members(maps: torch.Tensor, members: int, how: str = "mean") -> torch
                 [0.0000]])
     """
     if how not in ENSEMBLE_REDUCTIONS:
-        raise ValueError(f"how must be one of {', '.join(ENSEMBLE_REDUCTIONS)}, got {how!r}")
+        raise ConfigError(f"how must be one of {', '.join(ENSEMBLE_REDUCTIONS)}, got {how!r}")
     if members < 1 or maps.shape[0] % members:
-        raise ValueError(f"{maps.shape[0]} maps are not whole ensembles of {members}")
+        raise ConfigError(f"{maps.shape[0]} maps are not whole ensembles of {members}")
     if members == 1:
         return maps
     runs = maps.reshape(-1, members, *maps.shape[1:])

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from inputiba.core.bottleneck import row_chunks
 from inputiba.core.config import GanSettings
 from inputiba.core.rng import SampleRNG
+from inputiba.errors import ConfigError, InputError, ModelError, TextInputError
 
 __all__ = [
     "GAN_DEFAULTS",
@@ -96,7 +97,7 @@ class ImageCritic(nn.Module):
         h, w = size
         h, w = _conv_out(_conv_out(h, 4, 2, 1), 4, 2, 1), _conv_out(_conv_out(w, 4, 2, 1), 4, 2, 1)
         if h < 1 or w < 1:
-            raise ValueError(f"Feature map {size} is too small for the image critic (the critic needs at least 4x4)")
+            raise ModelError(f"Feature map {size} is too small for the image critic (the critic needs at least 4x4)")
         self.c3, self.flat = c3, c3 * h * w
         self.fc1 = GroupedLinear(g, self.flat, hidden[0])
         self.fc2 = GroupedLinear(g, hidden[0], hidden[1])
@@ -157,15 +158,15 @@ class SequenceCritic(nn.Module):
         super().__init__()
         if tokens.dim() == 1:
             if tokens.shape != (groups,):
-                raise ValueError(f"lengths must have shape ({groups},), got {tuple(tokens.shape)}")
+                raise InputError(f"lengths must have shape ({groups},), got {tuple(tokens.shape)}")
             positions = [torch.arange(int(n)) for n in tokens]
         elif tokens.dim() == 2 and tokens.shape[0] == groups:
             positions = [torch.nonzero(row).flatten() for row in tokens.cpu()]
         else:
-            raise ValueError(f"tokens must be a ({groups}, T) mask or ({groups},) lengths, got "
+            raise InputError(f"tokens must be a ({groups}, T) mask or ({groups},) lengths, got "
                              f"shape {tuple(tokens.shape)}")
         if any(len(pos) == 0 for pos in positions):
-            raise ValueError("every sequence needs at least one real token")
+            raise TextInputError("every sequence needs at least one real token")
         # a prefix is read as a slice (no copy); other layouts by index
         self.positions = [slice(0, len(pos)) if bool((pos == torch.arange(len(pos))).all())
                           else pos for pos in positions]
@@ -292,10 +293,10 @@ class RealSamples:
                  feature_statistics: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  ) -> None:
         if settings.real not in REAL_SAMPLE_MODES:
-            raise ValueError(f"gan_real (the GAN's real samples) must be one of {REAL_SAMPLE_MODES}, got "
+            raise ConfigError(f"gan_real (the GAN's real samples) must be one of {REAL_SAMPLE_MODES}, got "
                              f"{settings.real!r}")
         if settings.real == "lambda" and feature_statistics is None:
-            raise ValueError("real samples 'lambda' need the layer's statistics")
+            raise ConfigError("real samples 'lambda' need the layer's statistics")
         self.r, self.weight, self.rng, self.mode = r.detach(), weight.detach(), rng, settings.real
         self.stats = feature_statistics
         self.subset_size = settings.subset_size

@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from inputiba.errors import LayerNotFoundError
+from inputiba.errors import ArgumentTypeError, LayerNotFoundError, ModelError
 
 __all__ = [
     "LayerNotFoundError",
@@ -129,7 +129,7 @@ def _first_tensor(out: Any) -> torch.Tensor:
         return out
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise TypeError(
+    raise ArgumentTypeError(
         f"The layer's output is {type(out).__name__}, not a tensor or a tuple starting with one"
     )
 
@@ -163,7 +163,7 @@ def layer_output(
     finally:
         handle.remove()
     if "out" not in store:
-        raise RuntimeError(f"Layer {layer!r} was not called during the forward pass")
+        raise ModelError(f"Layer {layer!r} was not called during the forward pass")
     return store["out"]
 
 
@@ -278,7 +278,7 @@ class LayerSplit:
         nodes = list(graph.nodes)
         cut = [n for n in nodes if n.op == "call_module" and n.target == self.layer]
         if len(cut) != 1:
-            raise RuntimeError(f"layer {self.layer!r} is called {len(cut)} times in the graph")
+            raise ModelError(f"layer {self.layer!r} is called {len(cut)} times in the graph")
         cut_node = cut[0]
         # nodes depending on R
         down: set[fx.Node] = {cut_node}
@@ -303,7 +303,7 @@ class LayerSplit:
                     boundary.append(a)
         placeholders = [n for n in nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
-            raise RuntimeError("only models with a single input can be split")
+            raise ModelError("only models with a single input can be split")
 
         # head graph: everything not downstream of R (except output), returning (R, *boundary)
         head = fx.Graph()

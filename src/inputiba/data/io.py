@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from inputiba.errors import ImageReadError, OutputDirError
+from inputiba.errors import ImageReadError, InputError, OutputDirError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -210,7 +210,7 @@ def as_rgb_array(image: Any) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
-        raise ValueError(
+        raise InputError(
             f"An image array must be H x W, H x W x 1, H x W x 3 or H x W x 4; got shape "
             f"{tuple(np.shape(image))}"
         )

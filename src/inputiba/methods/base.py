@@ -29,6 +29,7 @@ from torch import nn
 from inputiba.core.functional import resize_map
 from inputiba.core.layers import _probe_with_hooks, frozen_eval
 from inputiba.core.targets import resolve_targets as _targets_from_logits
+from inputiba.errors import ArgumentTypeError, ConfigError, InputError, ModelError
 from inputiba.modalities.image_base import check_image_batch
 
 __all__ = [
@@ -72,7 +73,7 @@ def model_logits(output: Any) -> torch.Tensor:
         return logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"Cannot read logits from a model output of type {type(output).__name__}")
+    raise ArgumentTypeError(f"Cannot read logits from a model output of type {type(output).__name__}")
 
 
 def resolve_targets(
@@ -107,7 +108,7 @@ def reduce_channels(raw: torch.Tensor, reduction: str = "abs") -> torch.Tensor:
         return raw.abs().sum(dim=1, keepdim=True)
     if reduction == "positive":
         return raw.sum(dim=1, keepdim=True).clamp(min=0)
-    raise ValueError(f"reduction must be 'abs' or 'positive', got {reduction!r}")
+    raise ConfigError(f"reduction must be 'abs' or 'positive', got {reduction!r}")
 
 
 def normalize_map(m: torch.Tensor) -> torch.Tensor:
@@ -120,7 +121,7 @@ def normalize_map(m: torch.Tensor) -> torch.Tensor:
         Tensor of ``m``'s shape in [0, 1]; each sample's maximum is 1 unless it is all zero.
     """
     if (m < 0).any():
-        raise ValueError("normalize_map expects a non-negative map; reduce signed maps first")
+        raise InputError("normalize_map expects a non-negative map; reduce signed maps first")
     peak = m.reshape(m.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (m.dim() - 1)))
     return torch.where(peak > 0, m / peak.clamp(min=torch.finfo(m.dtype).tiny), torch.zeros_like(m))
 
@@ -133,9 +134,9 @@ def map_to_uint8(m: torch.Tensor | np.ndarray) -> np.ndarray:
     """
     arr = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
     if not np.isfinite(arr).all():
-        raise ValueError("map has non-finite values")
+        raise InputError("map has non-finite values")
     if arr.min() < 0 or arr.max() > 1:
-        raise ValueError(
+        raise InputError(
             f"map_to_uint8 needs values in [0, 1], got [{arr.min():.4g}, {arr.max():.4g}]; "
             "normalise (normalize_map) or save the raw attribution as float .npy"
         )
@@ -153,7 +154,7 @@ def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     calls = _call_counts(model, inputs[:1])
     order = [name for name, (count, spatial) in calls.items() if count == 1 and spatial]
     if not order:
-        raise ValueError(
+        raise ModelError(
             f"{type(model).__name__} has no module with a (B, C, h, w) output; pass layer=..."
         )
     return order[-1]
@@ -240,7 +241,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, *, seed: int | None = None, normalize: bool = True):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise ArgumentTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.seed = seed
         self.normalize = normalize

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba.core.functional import gaussian_smooth
+from inputiba.errors import ConfigError, InputError
 
 __all__ = [
     "blur_pyramid",
@@ -64,9 +65,9 @@ def blur_pyramid(x: torch.Tensor, sigma_max: float, levels: int = 8) -> torch.Te
         (B, levels, C, H, W) tensor.
     """
     if levels < 2:
-        raise ValueError(f"levels must be >= 2, got {levels}")
+        raise ConfigError(f"levels must be >= 2, got {levels}")
     if sigma_max <= 0:
-        raise ValueError(f"sigma_max must be positive, got {sigma_max}")
+        raise ConfigError(f"sigma_max must be positive, got {sigma_max}")
     out = [x]
     for level in range(1, levels):
         out.append(gaussian_smooth(x, sigma_max * level / (levels - 1)))
@@ -135,7 +136,7 @@ def smooth_mask(
     h, w = size
     n, _, gh, gw = params.shape
     if gh != math.ceil(h / stride) or gw != math.ceil(w / stride):
-        raise ValueError(
+        raise InputError(
             f"params grid {gh}x{gw} does not match size {h}x{w} with stride {stride} "
             f"(expected {math.ceil(h / stride)}x{math.ceil(w / stride)})"
         )
@@ -232,11 +233,11 @@ def extremal_perturbation(
         (B, len(areas), H, W) masks in [0, 1].
     """
     if inputs.dim() != 4:
-        raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
+        raise InputError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
     if not areas or any(not 0 < a < 1 for a in areas):
-        raise ValueError(f"areas must be a non-empty sequence of fractions in (0, 1), got {areas}")
+        raise ConfigError(f"areas must be a non-empty sequence of fractions in (0, 1), got {areas}")
     if perturbation not in ("blur", "fade"):
-        raise ValueError(f"perturbation must be 'blur' or 'fade', got {perturbation!r}")
+        raise ConfigError(f"perturbation must be 'blur' or 'fade', got {perturbation!r}")
     b, _, h, w = inputs.shape
     n_areas = len(areas)
     stride = stride or max(1, round(min(h, w) / 32))
@@ -288,7 +289,7 @@ def _optimise(
         with torch.no_grad():
             pyramid = blur_pyramid(x, sigma_max, levels)
     if isinstance(reference, torch.Tensor) and reference.dim() == 4 and reference.shape[0] != n:
-        raise ValueError("a per-sample reference must have the batch of the inputs")
+        raise InputError("a per-sample reference must have the batch of the inputs")
     rows = torch.arange(n, device=x.device)
 
     def perturb(mask: torch.Tensor) -> torch.Tensor:

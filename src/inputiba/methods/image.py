@@ -46,6 +46,7 @@ from torch import nn
 
 from inputiba.core.functional import resize_map
 from inputiba.core.layers import get_layer
+from inputiba.errors import ConfigError, InputError, ModelError
 from inputiba.methods.base import (
     Attribution,
     Explainer,
@@ -219,7 +220,7 @@ class GradCAM(Explainer):
         if self.layer not in self._checked:
             count = _call_counts(self.model, x[:1]).get(self.layer, (0, False))[0]
             if count != 1:
-                raise ValueError(
+                raise ModelError(
                     f"Grad-CAM layer {self.layer!r} is called {count} times per forward pass; "
                     "choose a layer that runs exactly once (e.g. a block, not a shared "
                     "activation module)"
@@ -360,10 +361,10 @@ class DeepSHAP(GuidedBackprop):
     ):
         super().__init__(model, reduction=reduction, seed=seed, normalize=normalize)
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
         if background is not None and (background.dim() != 4 or background.shape[0] < 1):
-            raise ValueError(
+            raise InputError(
                 f"background must be (N, C, H, W) with N >= 1, got {tuple(background.shape)}"
             )
         self.background = background
@@ -377,7 +378,7 @@ class DeepSHAP(GuidedBackprop):
             background = torch.randn(self.n_background, *x.shape[1:], device=x.device)
         background = background.to(x)
         if background.shape[1:] != x.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"background images {tuple(background.shape[1:])} do not match the inputs "
                 f"{tuple(x.shape[1:])}"
             )
@@ -505,11 +506,11 @@ def get_explainer(name: str, model: nn.Module, layer: str | None = None, **kwarg
 
         close = difflib.get_close_matches(key, list(EXPLAINERS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"Unknown attribution method {name!r}.{hint} Available: {', '.join(EXPLAINERS)}"
         )
     if key in _NEEDS_LAYER and layer is None:
-        raise ValueError(f"method {key!r} needs a layer (e.g. layer='_blocks.5')")
+        raise ConfigError(f"method {key!r} needs a layer (e.g. layer='_blocks.5')")
     cls = EXPLAINERS[key]
     return cls(model, layer, **kwargs)  # type: ignore[call-arg]
 

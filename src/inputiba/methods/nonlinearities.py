@@ -16,6 +16,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from inputiba.errors import ModelError
+
 __all__ = ["fresh_nonlinearities"]
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def fresh_nonlinearities(model: nn.Module) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - untraceable: fall back to checking for reuse
         reused = _reused_nonlinearities(model)
         if reused:
-            raise ValueError(
+            raise ModelError(
                 f"{type(model).__name__} calls the nonlinearity module(s) {', '.join(reused)} "
                 "more than once per forward pass, which breaks DeepLift/Guided Backprop, and it "
                 f"cannot be traced with torch.fx to fix that ({type(exc).__name__}: "

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from inputiba.core.layers import frozen_eval, get_layer, layer_output, replace_output
+from inputiba.errors import ArgumentTypeError, ConfigError, InputError, ModelError
 from inputiba.methods.base import (
     _model_device,
     _seeded,
@@ -87,7 +88,7 @@ class TextExplainer:
         normalize: bool = True,
     ):
         if reduction not in ("abs", "positive"):
-            raise ValueError(f"reduction must be 'abs' or 'positive', got {reduction!r}")
+            raise ConfigError(f"reduction must be 'abs' or 'positive', got {reduction!r}")
         self.model = model
         self.embedding_layer = embedding_layer
         self.embedding = get_layer(model, embedding_layer)
@@ -166,9 +167,9 @@ class TextExplainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else None
-            raise ValueError(f"input_ids must be a (B, L) tensor of token ids, got {shape}")
+            raise InputError(f"input_ids must be a (B, L) tensor of token ids, got {shape}")
         if input_ids.is_floating_point():
-            raise TypeError("input_ids must be integer token ids, not floats")
+            raise ArgumentTypeError("input_ids must be integer token ids, not floats")
         device = _model_device(self.model)
         ids = input_ids.to(device)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
@@ -177,7 +178,7 @@ class TextExplainer:
             token_mask = kwargs.get("attention_mask")
         mask = torch.ones_like(ids) if token_mask is None else token_mask.to(device)
         if mask.shape != ids.shape:
-            raise ValueError(
+            raise InputError(
                 f"token_mask shape {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}"
             )
         mask = (mask != 0).to(torch.float32)
@@ -187,7 +188,7 @@ class TextExplainer:
             with torch.no_grad():
                 emb = layer_output(self.model, self.embedding, ids, **kwargs).detach()
             if emb.shape[:2] != ids.shape:
-                raise ValueError(
+                raise ModelError(
                     f"layer {self.embedding_layer!r} outputs {tuple(emb.shape)}; expected "
                     f"(B, L, D) token embeddings for input_ids {tuple(ids.shape)}"
                 )
@@ -340,7 +341,7 @@ def get_text_explainer(
     key = {"ig": "integrated_gradients"}.get(name.lower().replace("-", "_"),
                                              name.lower().replace("-", "_"))
     if key not in TEXT_EXPLAINERS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown text attribution method {name!r}. Available: {', '.join(TEXT_EXPLAINERS)}"
         )
     return TEXT_EXPLAINERS[key](model, embedding_layer, **kwargs)

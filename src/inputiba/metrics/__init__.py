@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inputiba.errors import InputError
 from inputiba.metrics import functional
 from inputiba.metrics.functional import (
     CurveResult,
@@ -84,7 +85,7 @@ class Metric:
             start = len(self.names) + len(self.skipped)
             return [str(start + i) for i in range(n)]
         if len(names) != n:
-            raise ValueError(f"got {len(names)} names for {n} samples")
+            raise InputError(f"got {len(names)} names for {n} samples")
         return [str(s) for s in names]
 
     def _record(self, name: str, row: dict[str, float]) -> None:
@@ -262,7 +263,7 @@ class _BoxMetric(Metric):
         A sample whose region is None or empty is recorded in ``skipped`` (returns None for it).
         """
         if len(maps) != len(regions):
-            raise ValueError(f"got {len(maps)} maps but {len(regions)} regions")
+            raise InputError(f"got {len(maps)} maps but {len(regions)} regions")
         out: list[dict[str, float] | None] = []
         for name, m, r in zip(self._names(names, len(maps)), maps, regions, strict=True):
             if r is None or (hasattr(r, "__len__") and len(r) == 0):

@@ -35,7 +35,7 @@ from inputiba.data.maps import (
     map_files,
     targets_from_results,
 )
-from inputiba.errors import ConfigError
+from inputiba.errors import ConfigError, DataError, TargetError
 from inputiba.metrics import (
     Deletion,
     EffectiveHeatRatio,
@@ -293,7 +293,7 @@ def _score_item(
     amap = load_map(map_path)
     h, w = item.image.shape[:2]
     if amap.shape != (h, w):
-        raise ValueError(
+        raise DataError(
             f"map {map_path.name} is {amap.shape[0]} x {amap.shape[1]} but its image is "
             f"{h} x {w}: maps must be at the image's original size (as inputiba explain writes them)"
         )
@@ -316,7 +316,7 @@ def _score_item(
     record["target"] = target
     if probs is not None:
         if not 0 <= target < probs.numel():
-            raise ValueError(
+            raise TargetError(
                 f"target {target} is out of range for a model with {probs.numel()} classes"
             )
         record["probability"] = probs[target].item()

@@ -28,7 +28,7 @@ from inputiba.core.precision import compiled
 from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
-from inputiba.errors import InputError, StatisticsError
+from inputiba.errors import ArgumentTypeError, InputError, StatisticsError
 
 
 def check_image_batch(inputs: Any) -> torch.Tensor:
@@ -76,7 +76,7 @@ class _LayerAttribution:
         progress: bool,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise ArgumentTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.layer = layer
         self.module = get_layer(model, layer)

@@ -49,7 +49,7 @@ from inputiba.core.pipeline import StageAdapter, run_stages
 from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device
 from inputiba.core.targets import TargetType, resolve_targets
-from inputiba.errors import StatisticsError
+from inputiba.errors import ArgumentTypeError, ConfigError, InputError, ModelError, StatisticsError
 from inputiba.modalities.tokens import (
     _capture,
     _token_features,
@@ -101,7 +101,7 @@ def text_config(preset: str | InputIBAConfig | None = None, **overrides: Any) ->
         return preset.replace(**overrides)
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise ConfigError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return InputIBAConfig().replace(**{**TEXT_DEFAULTS, **PRESETS[name]}).replace(**overrides)
 
 
@@ -259,7 +259,7 @@ class TextInputIBA:
         **overrides: Any,
     ) -> None:
         if theta_init not in ("capacity", "zero"):
-            raise ValueError(f"theta_init must be 'capacity' or 'zero', got {theta_init!r}")
+            raise ConfigError(f"theta_init must be 'capacity' or 'zero', got {theta_init!r}")
         self.theta_init = theta_init
         if hasattr(model, "model") and hasattr(model, "feature_layer"):  # a TextModel
             layer = layer or model.feature_layer
@@ -267,9 +267,9 @@ class TextInputIBA:
             tokenizer = tokenizer or model.tokenizer
             model = model.model
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module or a TextModel, got {type(model).__name__}")
+            raise ArgumentTypeError(f"model must be an nn.Module or a TextModel, got {type(model).__name__}")
         if layer is None or embedding_layer is None:
-            raise ValueError("Give the feature layer and the embedding layer by name")
+            raise ConfigError("Give the feature layer and the embedding layer by name")
         self.model = model
         self.layer = layer
         self.embedding_layer = embedding_layer
@@ -302,7 +302,7 @@ class TextInputIBA:
             value = self._load_statistics(value)
         missing = [n for n in (self.layer, self.embedding_layer) if n not in value]
         if missing:
-            raise ValueError(f"Statistics for layer(s) {missing} are missing (have {list(value)})")
+            raise InputError(f"Statistics for layer(s) {missing} are missing (have {list(value)})")
         self._stats = {n: value[n] for n in (self.layer, self.embedding_layer)}
 
     def estimate(
@@ -320,7 +320,7 @@ class TextInputIBA:
         """
         if isinstance(data, (list, tuple)) and data and isinstance(data[0], str):
             if self.tokenizer is None:
-                raise ValueError("estimate() got texts but the explainer has no tokenizer")
+                raise ConfigError("estimate() got texts but the explainer has no tokenizer")
             texts = list(data)[:n_samples] if n_samples else list(data)
             data = (self.tokenizer(texts[i : i + batch_size])
                     for i in range(0, len(texts), batch_size))
@@ -355,7 +355,7 @@ class TextInputIBA:
         s = self._require_statistics()[name]
         dim = features.shape[-1]
         if s.shape != (dim,):
-            raise ValueError(
+            raise InputError(
                 f"Layer {name!r} gives {dim} features per token but its statistics have shape "
                 f"{s.shape}"
             )
@@ -448,7 +448,7 @@ class TextInputIBA:
     def _check_gradient(self, ids: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor) -> None:
         grad = layer_gradient(self.model, self.layer, ids, tgt, mask)
         if not bool((grad != 0).any()):
-            raise ValueError(
+            raise ModelError(
                 f"The classification loss has exactly zero gradient at layer {self.layer!r}: a "
                 "bottleneck there cannot change the prediction (e.g. the per-token outputs of "
                 "the last LSTM when the classifier reads its final hidden state). Choose a "

@@ -14,7 +14,7 @@ from inputiba.core.functional import classification_loss
 from inputiba.core.layers import _first_tensor, frozen_eval, get_layer, replace_output
 from inputiba.core.statistics import LayerStatistics, _model_device, accumulate_statistics
 from inputiba.core.targets import TargetType, resolve_targets
-from inputiba.errors import InputError
+from inputiba.errors import ArgumentTypeError, InputError, ModelError
 
 
 def check_token_batch(
@@ -56,7 +56,7 @@ def _batch_tokens(batch: Any, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         for key in ("input_ids", "token_ids", "ids", "input"):
             if key in batch:
                 return check_token_batch(batch[key], batch.get("attention_mask"), pad_id)
-        raise TypeError(f"No 'input_ids' or 'token_ids' in a batch with keys {sorted(batch)}")
+        raise ArgumentTypeError(f"No 'input_ids' or 'token_ids' in a batch with keys {sorted(batch)}")
     if isinstance(batch, torch.Tensor):
         return check_token_batch(batch, None, pad_id)
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
@@ -64,7 +64,7 @@ def _batch_tokens(batch: Any, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].shape == ids.shape:
             return check_token_batch(ids, batch[1], pad_id)
         return check_token_batch(ids, None, pad_id)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Cannot read token ids from a batch of type {type(batch).__name__}; yield (B, T) id "
         "tensors, (ids, attention_mask) pairs, or dicts with 'input_ids'"
     )
@@ -137,10 +137,10 @@ def _token_features(store: Mapping[str, torch.Tensor], name: str,
                     ids_shape: torch.Size) -> torch.Tensor:
     """Layer ``name``'s captured output, checked to be per-token features (B, T, D)."""
     if name not in store:
-        raise RuntimeError(f"Layer {name!r} was not called during the forward pass")
+        raise ModelError(f"Layer {name!r} was not called during the forward pass")
     f = store[name]
     if f.dim() != 3 or tuple(f.shape[:2]) != tuple(ids_shape):
-        raise ValueError(
+        raise ModelError(
             f"Layer {name!r} gives shape {tuple(f.shape)}; per-token features "
             f"(B, T, D) = ({ids_shape[0]}, {ids_shape[1]}, D) are needed"
         )

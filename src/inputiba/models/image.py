@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inputiba.errors import WeightsError
+from inputiba.errors import (
+    InputError,
+    MissingExtraError,
+    ModelError,
+    ModelNotFoundError,
+    WeightsError,
+)
 
 __all__ = [
     "Preprocess",
@@ -119,7 +125,7 @@ def _to_float_tensor(image: Any) -> torch.Tensor:
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, -1)
     if arr.ndim != 3:
-        raise ValueError(f"Expected an H x W x 3 image, got an array of shape {arr.shape}")
+        raise InputError(f"Expected an H x W x 3 image, got an array of shape {arr.shape}")
     arr = arr[..., :3]
     t = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float()  # a writable copy
     if arr.dtype == np.uint8 or t.max() > 1.5:
@@ -192,12 +198,12 @@ def load_model(
     elif ":" in name and not key.startswith("timm:"):
         model = import_factory(name)()
         if not isinstance(model, nn.Module):
-            raise ValueError(f"{name!r} returned {type(model).__name__}, not an nn.Module")
+            raise ModelError(f"{name!r} returned {type(model).__name__}, not an nn.Module")
     elif key.startswith("timm:"):
         try:
             import timm
         except ImportError as exc:
-            raise ValueError("timm models need the 'timm' extra: pip install 'inputiba[timm]'") from exc
+            raise MissingExtraError("timm models need the 'timm' extra: pip install 'inputiba[timm]'") from exc
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
         model = timm.create_model(name[5:], pretrained=False, **kwargs)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -212,7 +218,7 @@ def load_model(
 
             close = difflib.get_close_matches(key, [*available, *BUILTIN_MODELS], n=5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(
+            raise ModelNotFoundError(
                 f"Unknown model {name!r}.{hint} Use 'efficientnet-lite0', a torchvision name, "
                 "'timm:<name>', or 'module:factory'."
             )
@@ -262,7 +268,7 @@ def import_factory(spec: str) -> Callable[..., Any]:
         if module_name.endswith(".py") or os.sep in module_name:
             path = Path(module_name)
             if not path.is_file():
-                raise ValueError(f"Model factory file {path} does not exist")
+                raise ModelNotFoundError(f"Model factory file {path} does not exist")
             mod_spec = importlib.util.spec_from_file_location(f"_inputiba_user_{path.stem}", path)
             assert mod_spec is not None and mod_spec.loader is not None
             module = importlib.util.module_from_spec(mod_spec)
@@ -274,12 +280,12 @@ def import_factory(spec: str) -> Callable[..., Any]:
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - user code: report in one line
-        raise ValueError(
+        raise ModelNotFoundError(
             f"Cannot import {module_name!r} for model {spec!r}: {type(exc).__name__}: {exc}"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f"Model {spec!r}: {module_name!r} has no callable {attr!r}")
+        raise ModelNotFoundError(f"Model {spec!r}: {module_name!r} has no callable {attr!r}")
     return factory
 
 
@@ -292,7 +298,7 @@ def _state_dict_of(obj: Any) -> Mapping[str, torch.Tensor]:
                 return _state_dict_of(obj[key])
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj
-    raise ValueError("it holds no state dict (a mapping of parameter names to tensors)")
+    raise WeightsError("it holds no state dict (a mapping of parameter names to tensors)")
 
 
 def _load_failure(exc: BaseException) -> str:
@@ -320,7 +326,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"Weights file {p} does not exist")
+        raise ModelNotFoundError(f"Weights file {p} does not exist")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything on foreign files

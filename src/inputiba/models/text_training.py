@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba.data.text import Vocabulary, packaged_glove, snippet_split, tokenize
-from inputiba.errors import ModelNotFoundError, WeightsError
+from inputiba.errors import ConfigError, ModelNotFoundError, WeightsError
 from inputiba.models.text import (
     CLASS_NAMES,
     LSTMSentimentClassifier,
@@ -299,7 +299,7 @@ def train_text_model(
     elif kind == "minilm":
         state, acc = train_minilm(**kwargs)
     else:
-        raise ValueError(f"Unknown text model kind {kind!r}; expected 'lstm' or 'minilm'")
+        raise ConfigError(f"Unknown text model kind {kind!r}; expected 'lstm' or 'minilm'")
     state["train_seconds"] = time.perf_counter() - t0
     path = Path(out) if out else checkpoint_path(kind)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ def load_text_model(name: str = "lstm", train_if_missing: bool = True) -> TextMo
         path = checkpoint_path(name)
         if not path.exists():
             if not train_if_missing:
-                raise FileNotFoundError(
+                raise ModelNotFoundError(
                     f"No trained {name} model at {path}; run: inputiba train-text {name}"
                 )
             # first use: train it; bars only on a terminal (no redraws in a log file)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from inputiba.data.io import as_rgb_array, atomic_write
+from inputiba.errors import InputError
 
 __all__ = ["colorize", "blend", "overlay_figure", "save_overlay", "thumbnail"]
 
@@ -50,7 +51,7 @@ def blend(image: np.ndarray, values: np.ndarray, alpha: float = 0.5, cmap: str =
     img = as_rgb_array(image).astype(np.float64)
     heat = colorize(values, cmap, vmax).astype(np.float64)
     if heat.shape[:2] != img.shape[:2]:
-        raise ValueError(f"map {heat.shape[:2]} and image {img.shape[:2]} differ in size")
+        raise InputError(f"map {heat.shape[:2]} and image {img.shape[:2]} differ in size")
     return ((1 - alpha) * img + alpha * heat).round().astype(np.uint8)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from inputiba.core.layers import frozen_eval
+from inputiba.errors import ConfigError, InputError, TargetError
 
 Score = str | Callable[[torch.Tensor], torch.Tensor]
 
@@ -29,7 +30,7 @@ def _targets(
     if t.numel() == 1 and b > 1:
         t = t.expand(b)
     if t.numel() != b:
-        raise ValueError(f"targets has {t.numel()} entries for a batch of {b} inputs")
+        raise TargetError(f"targets has {t.numel()} entries for a batch of {b} inputs")
     return t.contiguous()
 
 
@@ -42,7 +43,7 @@ def _image_maps(attributions: torch.Tensor | np.ndarray, inputs: torch.Tensor) -
     if a.dim() == 2 and b == 1:
         a = a.unsqueeze(0)
     if a.dim() != 3 or a.shape[0] != b or tuple(a.shape[1:]) != (h, w):
-        raise ValueError(
+        raise InputError(
             f"attributions of shape {tuple(attributions.shape)} do not match inputs of shape "
             f"{tuple(inputs.shape)}: expected (B, H, W) = ({b}, {h}, {w}) or (B, 1, H, W); "
             "resize the maps to the input resolution first"
@@ -53,7 +54,7 @@ def _image_maps(attributions: torch.Tensor | np.ndarray, inputs: torch.Tensor) -
 def _check_inputs(inputs: torch.Tensor) -> None:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         shape = tuple(inputs.shape) if hasattr(inputs, "shape") else type(inputs).__name__
-        raise ValueError(f"inputs must be a (B, C, H, W) tensor, got {shape}")
+        raise InputError(f"inputs must be a (B, C, H, W) tensor, got {shape}")
 
 
 def target_scores(
@@ -70,7 +71,7 @@ def target_scores(
         ``(N,)`` float tensor.
     """
     if logits.dim() != 2:
-        raise ValueError(
+        raise InputError(
             f"the model must return (N, classes) logits, got shape {tuple(logits.shape)}"
         )
     if callable(score):
@@ -80,7 +81,7 @@ def target_scores(
     elif score == "logit":
         s = logits.float()
     else:
-        raise ValueError(f"score must be 'probability', 'logit' or a callable, got {score!r}")
+        raise ConfigError(f"score must be 'probability', 'logit' or a callable, got {score!r}")
     return s.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
@@ -101,7 +102,7 @@ def _forward_rows(
     from tqdm.auto import tqdm
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     out = torch.empty(n_rows, dtype=torch.float32, device=targets.device)
     desc = progress if isinstance(progress, str) else "forward passes"
     with tqdm(total=n_rows, desc=desc, disable=not progress, unit="input", leave=False) as bar:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from inputiba.errors import NoRegionError
+from inputiba.errors import InputError, NoRegionError
 
 # ----------------------------------------------------------------------------- localisation
 
@@ -25,14 +25,14 @@ def region_mask(region: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np
     r = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
     if r.dtype == bool or (r.ndim == 2 and r.shape == tuple(shape) and r.shape[1] != 4):
         if r.shape != tuple(shape):
-            raise ValueError(
+            raise InputError(
                 f"region mask of shape {r.shape} does not match the map's {tuple(shape)}"
             )
         mask = r.astype(bool)
     elif r.size == 0 or (r.ndim == 2 and r.shape[1] == 4) or r.shape == (4,):
         mask = boxes_to_mask(r.reshape(-1, 4), shape)
     else:
-        raise ValueError(
+        raise InputError(
             f"region of shape {r.shape} is neither (K, 4) boxes nor a mask of the map's shape {tuple(shape)}"
         )
     if not mask.any():
@@ -46,9 +46,9 @@ def _map2d(heatmap: np.ndarray | torch.Tensor) -> np.ndarray:
     if h.ndim == 3:
         h = h.mean(0)
     if h.ndim != 2:
-        raise ValueError(f"expected one map (H, W) or (1, H, W), got shape {np.shape(heatmap)}")
+        raise InputError(f"expected one map (H, W) or (1, H, W), got shape {np.shape(heatmap)}")
     if not np.isfinite(h).all():
-        raise ValueError("the map has NaN or infinite values")
+        raise InputError("the map has NaN or infinite values")
     return h
 
 
@@ -79,7 +79,7 @@ def effective_heat_ratio(
     """
     h = _map2d(heatmap)
     if h.max() > 1 + 1e-6 or h.min() < -1e-6:
-        raise ValueError(f"EHR needs a map in [0, 1]; got values in [{h.min():.3g}, {h.max():.3g}]")
+        raise InputError(f"EHR needs a map in [0, 1]; got values in [{h.min():.3g}, {h.max():.3g}]")
     roi = region_mask(region, h.shape)
     qs = np.linspace(0, 1, 11) if quantiles is None else np.asarray(quantiles, np.float64)
     h = np.where(h >= base_threshold, h, 0.0)
@@ -130,7 +130,7 @@ def mass_in_box(
     """
     h = _map2d(heatmap)
     if h.min() < 0:
-        raise ValueError(
+        raise InputError(
             "mass-in-box needs a non-negative map; take its absolute value or clip it first"
         )
     roi = region_mask(region, h.shape)

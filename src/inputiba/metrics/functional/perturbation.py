@@ -13,6 +13,7 @@ from torch import nn
 
 from inputiba.core.functional import gaussian_smooth
 from inputiba.core.layers import frozen_eval
+from inputiba.errors import ConfigError, InputError
 from inputiba.metrics.functional._common import (
     Score,
     _as_tensor,
@@ -70,11 +71,11 @@ def step_counts(n: int, step: int | float) -> torch.Tensor:
     """
     if isinstance(step, float) and step < 1:
         if not step > 0:
-            raise ValueError(f"a fractional step must lie in (0, 1), got {step}")
+            raise ConfigError(f"a fractional step must lie in (0, 1), got {step}")
         k = max(1, round(step * n))
     else:
         if float(step) != int(step) or int(step) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"step must be a whole number of features >= 1 or a fraction, got {step}"
             )
         k = int(step)
@@ -110,7 +111,7 @@ def _start_end(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(baseline, str):
         if baseline != "blur":
-            raise ValueError(f"baseline must be a number, a tensor or 'blur', got {baseline!r}")
+            raise ConfigError(f"baseline must be a number, a tensor or 'blur', got {baseline!r}")
         base = blur(inputs, blur_sigma)
     elif isinstance(baseline, torch.Tensor):
         base = baseline.to(inputs).expand_as(inputs)
@@ -120,7 +121,7 @@ def _start_end(
         return inputs, base
     if mode == "insertion":
         return base, inputs
-    raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    raise ConfigError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
 
 
 def perturbation_curve(
@@ -210,14 +211,14 @@ def _token_args(
     attributions: torch.Tensor | np.ndarray,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if embeddings.dim() != 3:
-        raise ValueError(f"embeddings must be (B, T, D), got {tuple(embeddings.shape)}")
+        raise InputError(f"embeddings must be (B, T, D), got {tuple(embeddings.shape)}")
     b, t, _ = embeddings.shape
     if attention_mask is None:
         attention_mask = torch.ones(b, t, dtype=torch.long, device=embeddings.device)
     attention_mask = _as_tensor(attention_mask, embeddings.device)
     a = _as_tensor(attributions, embeddings.device).float()
     if tuple(a.shape) != (b, t) or tuple(attention_mask.shape) != (b, t):
-        raise ValueError(
+        raise InputError(
             f"token attributions {tuple(a.shape)} and attention_mask {tuple(attention_mask.shape)} "
             f"must both be (B, T) = ({b}, {t}) to match embeddings {tuple(embeddings.shape)}"
         )
@@ -271,7 +272,7 @@ def token_perturbation_curve(
     )
     start, end = (embeddings, base) if mode == "deletion" else (base, embeddings)
     if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+        raise ConfigError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     lengths = valid.sum(1).tolist()
     counts = [step_counts(int(n), step).to(dev) for n in lengths]
     row_sample = torch.cat([torch.full((len(c),), i, device=dev) for i, c in enumerate(counts)])

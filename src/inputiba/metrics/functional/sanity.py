@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from inputiba.core.layers import frozen_eval, get_layer
+from inputiba.errors import ConfigError, InputError
 from inputiba.metrics.functional._common import (
     _check_inputs,
     _targets,
@@ -95,9 +96,9 @@ def map_similarity(
 
     a, b = _map2d(original), _map2d(other)
     if a.shape != b.shape:
-        raise ValueError(f"maps of different shapes {a.shape} and {b.shape}")
+        raise InputError(f"maps of different shapes {a.shape} and {b.shape}")
     if min(a.shape) < win_size:
-        raise ValueError(f"SSIM window {win_size} is larger than the map {a.shape}")
+        raise ConfigError(f"SSIM window {win_size} is larger than the map {a.shape}")
     ssim = float(structural_similarity(norm(a), norm(b), win_size=win_size, data_range=1.0))
     if a.std() == 0 or b.std() == 0:
         rho = float("nan")
@@ -132,7 +133,7 @@ def _explain(explain_fn, model, inputs, targets) -> np.ndarray:
     if arr.ndim == 4:
         arr = arr.mean(1)
     if arr.ndim != 3 or arr.shape[0] != inputs.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"explain_fn must return (B, H, W) or (B, C, H, W) maps for {inputs.shape[0]} inputs, "
             f"got shape {arr.shape}"
         )

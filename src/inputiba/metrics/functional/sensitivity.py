@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from inputiba.core.layers import frozen_eval
+from inputiba.errors import ConfigError
 from inputiba.metrics.functional._common import (
     Score,
     _as_tensor,
@@ -163,7 +164,7 @@ def sensitivity_n(
     p = h * w
     ns = list(ns) if ns is not None else sensitivity_n_values(p)
     if not ns or min(ns) < 1 or max(ns) > p:
-        raise ValueError(f"subset sizes must lie in [1, {p}], got {ns}")
+        raise ConfigError(f"subset sizes must lie in [1, {p}], got {ns}")
     gen = torch.Generator().manual_seed(seed)
     ranks = _random_ranks(b, n_subsets, p, gen, None).to(inputs.device)
     cors = []
