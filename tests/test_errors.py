@@ -144,3 +144,19 @@ def test_data_and_model_errors(tmp_path):
     with pytest.raises(errors.ModelNotFoundError, match="Cannot import"):
         load_model("no_such_module_xyz:factory")
 
+
+def test_a_layer_without_a_feature_map_is_named():
+    """Grad-CAM and InputIBA at a layer with a (B, classes) output: one error naming the
+    layer and its shape (it was torch's interpolate error, and a critic 'too small')."""
+    from tests._tiny_model import factory
+
+    from inputiba import InputIBA
+    from inputiba.methods import get_explainer
+
+    net, _, _ = factory()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(errors.ModelError, match=r"layer '8' gives \(1, 5\)"):
+        get_explainer("gradcam", net, layer="8").attribute(x, target=0)
+    assert get_explainer("gradcam", net, layer="3").attribute(x, target=0).shape == (2, 1, 64, 64)
+    with pytest.raises(errors.ModelError, match=r"shape \(5,\) per sample"):
+        InputIBA(net, "8").estimate([x], progress=False)

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from inputiba.core.functional import resize_map
-from inputiba.core.layers import get_layer
+from inputiba.core.layers import get_layer, layer_output
 from inputiba.errors import ConfigError, InputError, ModelError
 from inputiba.methods.base import (
     Attribution,
@@ -224,6 +224,12 @@ class GradCAM(Explainer):
                     f"Grad-CAM layer {self.layer!r} is called {count} times per forward pass; "
                     "choose a layer that runs exactly once (e.g. a block, not a shared "
                     "activation module)"
+                )
+            shape = tuple(layer_output(self.model, self.layer, x[:1]).shape)
+            if len(shape) != 4:
+                raise ModelError(
+                    f"Grad-CAM needs a layer with a (B, C, h, w) output; layer {self.layer!r} "
+                    f"gives {shape}: choose a convolutional block"
                 )
             self._checked.add(self.layer)
         cam = LayerGradCam(self.model, get_layer(self.model, self.layer))

@@ -28,7 +28,7 @@ from inputiba.core.precision import compiled
 from inputiba.core.rng import SampleRNG, ensemble_seeds
 from inputiba.core.statistics import LayerStatistics, _model_device, estimate_layer_statistics
 from inputiba.core.targets import TargetType, resolve_targets
-from inputiba.errors import ArgumentTypeError, InputError, StatisticsError
+from inputiba.errors import ArgumentTypeError, InputError, ModelError, StatisticsError
 
 
 def check_image_batch(inputs: Any) -> torch.Tensor:
@@ -96,6 +96,12 @@ class _LayerAttribution:
     def statistics(self, value: LayerStatistics | str | os.PathLike[str] | None) -> None:
         if value is not None and not isinstance(value, LayerStatistics):
             value = LayerStatistics.load(value)
+        if value is not None and len(value.shape) != 3:
+            raise ModelError(
+                f"Layer {self.layer!r} gives features of shape {tuple(value.shape)} per sample; "
+                "image explainers need a layer with a (C, h, w) feature map, e.g. a "
+                "convolutional block"
+            )
         self._statistics = value
         # (batches, n_samples) of the estimate, set by :meth:`estimate` when the batches can be
         # iterated again; statistics set by hand have no batches to re-estimate from
