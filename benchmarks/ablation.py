@@ -22,8 +22,9 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
   stage 2);
 * ``iba``: stage 1 alone (the paper's stage-1 settings), upsampled;
 * ``*-avgN``: ``input_average=N``: stage 3's map is the mean lambda of its last N steps;
-* ``*-sigF``, ``*-stepsN``, ``*-drawsN``: stage 3's ``input_sigma`` (smoothing of the mask,
-  pixels), ``input_steps``, ``input_draws``;
+* ``*-sigF``, ``*-stepsN``, ``*-drawsN``, ``*-lrF``: stage 3's ``input_sigma`` (smoothing of
+  the mask, pixels), ``input_steps``, ``input_draws``, ``input_lr``;
+* ``*-cos``, ``*-warm``: stage 3's ``input_lr_schedule`` ``"cosine"`` or ``"warmup"``;
 * ``*-xK``: ``attribute(..., ensemble=K)``: the mean of K maps with independent seeds;
 * ``*-xK<reduction>`` (``mean``, ``median``, ``min``, ``gmean``, ``hmean``, ``second``): the K
   maps of ``*-xK`` reduced pixel by pixel: their mean (``*-xK``'s maps, which equal the mean of
@@ -139,7 +140,7 @@ GANTRAIN: dict[str, Any] = {"gan_real": "lambda", "gan_theta_init": "normalized"
 #: ``-<prefix><value>`` modifiers that set one stage-3 setting.
 SETTING_MODIFIERS: dict[str, tuple[str, type]] = {
     "avg": ("input_average", int), "sig": ("input_sigma", float),
-    "steps": ("input_steps", int), "draws": ("input_draws", int),
+    "steps": ("input_steps", int), "draws": ("input_draws", int), "lr": ("input_lr", float),
 }
 
 
@@ -161,10 +162,11 @@ def _non_negative(text: str) -> bool:
 
 def parse_variant(name: str) -> Variant:
     """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN]``
-    ``[-xK[mean|median|min|gmean|hmean|second]]``, ``iba``, or a preset.
+    ``[-lrF][-cos|-warm][-xK[mean|median|min|gmean|hmean|second]]``, ``iba``, or a preset.
 
-    ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``: ``input_sigma``,
-    ``input_steps``, ``input_draws``; ``-xK``: ``ensemble=K``. Any other name must be a preset
+    ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``/``-lrF``: ``input_sigma``,
+    ``input_steps``, ``input_draws``, ``input_lr``; ``-cos``/``-warm``: ``input_lr_schedule``
+    ``"cosine"``/``"warmup"``; ``-xK``: ``ensemble=K``. Any other name must be a preset
     (run as it is, for example the recommended one).
     """
     if name == "iba":
@@ -189,6 +191,10 @@ def parse_variant(name: str) -> Variant:
             over.update(GANTRAIN)
             if base == "paper":
                 over["gan_epochs"] = 5  # a generator step per batch: 35 steps
+        elif m == "cos":  # stage 3's learning rate annealed to 0 along a half cosine
+            over["input_lr_schedule"] = "cosine"
+        elif m == "warm":  # stage 3's learning rate ramped up over its first sixth
+            over["input_lr_schedule"] = "warmup"
         elif (setting := _setting_modifier(m)) is not None:
             over[setting[0]] = setting[1]
         elif ens := re.fullmatch(rf"x(\d+)({'|'.join(REDUCTIONS)})?", m):

@@ -34,6 +34,10 @@ def test_variant_names(ablation):
     assert (v.ensemble, v.reduce, v.members_of) == (4, "min", "paper-s1prior-steps20")
     assert v.overrides == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 20}
     assert ablation.parse_variant("paper-x3").reduce == ""  # the batched ensemble
+    assert ablation.parse_variant("paper-s1prior-steps90-lr0.5-cos").overrides == {
+        "gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 90, "input_lr": 0.5,
+        "input_lr_schedule": "cosine"}
+    assert ablation.parse_variant("paper-warm").overrides == {"input_lr_schedule": "warmup"}
     # a preset's name runs the preset as it is: its own ensemble, not K = 1
     assert ablation.parse_variant("consensus").ensemble is None
     with pytest.raises(Exception, match="unknown variant"):

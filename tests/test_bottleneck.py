@@ -1,5 +1,6 @@
 """Chunked backward passes: exact gradients, and each chunk only touches its own rows."""
 
+import pytest
 import torch
 
 from inputiba.core.bottleneck import backward_in_chunks
@@ -88,3 +89,37 @@ def test_input_average_is_the_mean_lambda_of_the_last_iterates(digits, digits_mo
     torch.testing.assert_close(torch.sigmoid(all_steps.alpha), torch.stack(first2).mean(0),
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(avg.losses["total"], last.losses["total"])
+
+
+def test_cosine_schedule_anneals_stage_3s_steps():
+    """input_lr_schedule="cosine": Adam's step k is lr * (1 + cos(pi k / steps)) / 2. With a
+    model that ignores its input only the information loss acts, its gradient keeps its sign,
+    and Adam moves every logit by about the learning rate a step: the total movement is the
+    sum of the step sizes (about steps * lr when constant, about half of it annealed)."""
+    import math
+
+    from inputiba.core.bottleneck import fit_input_bottleneck
+    from inputiba.core.config import BottleneckSettings, InputIBAConfig
+    from inputiba.core.rng import SampleRNG
+    from inputiba.errors import ConfigError
+
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    steps, lr = 10, 0.05
+
+    def moved(schedule: str) -> torch.Tensor:
+        settings = BottleneckSettings(beta=5.0, steps=steps, lr=lr, draws=2, sigma=0.0,
+                                      schedule=schedule)
+        res = fit_input_bottleneck(lambda inp, _s: inp.flatten(1)[:, :3] * 0,
+                                   x, torch.tensor([0, 1]), torch.full_like(x, 0.5),
+                                   SampleRNG([0, 1]), settings)
+        return settings.init_alpha - res.alpha
+
+    constant, cosine = moved("constant"), moved("cosine")
+    assert torch.allclose(constant, torch.full_like(constant, steps * lr), rtol=0.15)
+    want = lr * sum((1 + math.cos(math.pi * k / steps)) / 2 for k in range(steps))
+    assert torch.allclose(cosine, torch.full_like(cosine, want), rtol=0.15)
+    assert (cosine < 0.65 * constant).all()
+    cfg = InputIBAConfig(input_lr_schedule="cosine")
+    assert cfg.input.schedule == "cosine" and InputIBAConfig().input.schedule == "constant"
+    with pytest.raises(ConfigError, match="input_lr_schedule"):
+        InputIBAConfig(input_lr_schedule="linear")

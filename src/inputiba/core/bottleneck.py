@@ -132,6 +132,18 @@ def _repeat(t: torch.Tensor, draws: int) -> torch.Tensor:
     return t.repeat_interleave(draws, dim=0)
 
 
+def _scheduler(
+    opt: torch.optim.Optimizer, settings: BottleneckSettings
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule of ``settings.schedule`` (None: constant)."""
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps)
+    if settings.schedule == "warmup":
+        ramp = max(1, settings.steps // 6)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / ramp))
+    return None
+
+
 def fit_feature_bottleneck(
     tail: Callable[[torch.Tensor, slice], torch.Tensor],
     r: torch.Tensor,
@@ -182,6 +194,7 @@ def fit_feature_bottleneck(
     r = r.detach()
     alpha = torch.full_like(r, settings.init_alpha).requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=settings.lr)
+    sched = _scheduler(opt, settings)
     target_rep = _repeat(target, draws)
     # histories stay on the device until the end: no host sync per step
     hist = {k: torch.zeros(b, steps, device=r.device) for k in ("total", "cls", "info")}
@@ -204,6 +217,8 @@ def fit_feature_bottleneck(
         loss = cls + beta * info.detach()
         if step < steps - 1:  # the result is the last evaluated bottleneck (see Returns)
             opt.step()
+            if sched is not None:
+                sched.step()
         hist["total"][:, step] = loss.detach()
         hist["cls"][:, step] = cls
         hist["info"][:, step] = info.detach()
@@ -269,6 +284,7 @@ def fit_input_bottleneck(
     alpha = torch.full((b, *shape), settings.init_alpha, dtype=x.dtype, device=x.device)
     alpha.requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=settings.lr)
+    sched = _scheduler(opt, settings)
     target_rep = _repeat(target, draws)
     sample_of_row = _repeat(torch.arange(b, device=x.device), draws)
     hist = {k: torch.zeros(b, steps, device=x.device) for k in ("total", "cls", "info")}
@@ -293,6 +309,8 @@ def fit_input_bottleneck(
         ).view(b, draws).sum(1)
         loss = cls + beta * info.detach()
         opt.step()
+        if sched is not None:
+            sched.step()
         hist["total"][:, step] = loss.detach()
         hist["cls"][:, step] = cls
         hist["info"][:, step] = info.detach()

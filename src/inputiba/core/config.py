@@ -13,6 +13,9 @@ from inputiba.errors import ConfigError, UnknownSettingError
 #: :func:`inputiba.core.functional.reduce_members`).
 ENSEMBLE_REDUCTIONS = ("mean", "median", "min")
 
+#: Stage 3's learning-rate schedules (the setting ``input_lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine", "warmup")
+
 __all__ = [
     "InputIBAConfig",
     "BottleneckSettings",
@@ -41,6 +44,9 @@ class BottleneckSettings:
         average: 0: the result is the last iterate; N > 0: lambda (and its KL) is the mean of
             the last N iterates' lambdas (Polyak averaging: the last Adam steps at lr 1.0 jitter
             by about a logit, which averaging removes at no extra network pass).
+        schedule: Adam's learning rate over the steps: ``"constant"`` (the original), or
+            ``"cosine"``: from ``lr`` down to 0 along a half cosine, so that the last steps
+            settle instead of jittering by about ``lr`` a step.
     """
 
     beta: float = 20.0
@@ -50,6 +56,7 @@ class BottleneckSettings:
     sigma: float = 0.0
     init_alpha: float = 5.0
     average: int = 0
+    schedule: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ class InputIBAConfig:
     distribution in normalised input space).
 
     ``input_average``: stage 3's map is the mean lambda of its last N steps (0: the last step).
+    ``input_lr_schedule``: stage 3's learning rate over its steps, "constant" (the original) or
+    "cosine" (annealed to 0: less of the optimisation's noise in the map).
     ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
     ``ensemble``: K >= 1: every map combines K maps with independent seeds, run as one
     batch of K times the samples (about K times the work; averages out the optimisation's noise).
@@ -177,6 +186,7 @@ class InputIBAConfig:
     input_mean: float = 0.0
     input_std: float = 1.0
     input_average: int = 0
+    input_lr_schedule: str = "constant"
 
     seed: int = 0
     ensemble: int = 1
@@ -211,7 +221,7 @@ class InputIBAConfig:
         """Stage 3's settings (``input_*`` and ``init_alpha``)."""
         return BottleneckSettings(self.input_beta, self.input_steps, self.input_lr,
                                   self.input_draws, self.input_sigma, self.init_alpha,
-                                  self.input_average)
+                                  self.input_average, self.input_lr_schedule)
 
     @property
     def gan(self) -> GanSettings:
@@ -324,6 +334,7 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "input_mean": (float, None, False, None, False),
     "input_std": (float, 0, False, None, False),
     "input_average": (int, 0, True, None, False),
+    "input_lr_schedule": (str, LR_SCHEDULES),
     "seed": (int, 0, True, 2**63 - 1, True),
     "ensemble": (int, 1, True, None, False),
     "ensemble_reduce": (str, ENSEMBLE_REDUCTIONS),
