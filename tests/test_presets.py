@@ -104,3 +104,26 @@ def test_ensemble_reduce_is_checked():
 
     with pytest.raises(ConfigError, match="ensemble_reduce must be one of mean, median, min"):
         resolve_config("paper", ensemble_reduce="max")
+
+
+def test_every_image_entry_point_defaults_to_default_preset():
+    """One place for the default preset: the workflows, the run configuration, the explainer
+    behind get_explainer("inputiba") and the command line all read DEFAULT_PRESET."""
+    import inspect
+
+    from inputiba.cli import build_parser
+    from inputiba.core.config import DEFAULT_PRESET
+    from inputiba.methods.image import InputIBAExplainer
+    from inputiba.workflows.compare import CompareSettings
+    from inputiba.workflows.dataset import explain_dataset
+    from inputiba.workflows.explain import explain_images
+    from inputiba.workflows.runconfig import RunConfig
+
+    for fn in (explain_images, explain_dataset, InputIBAExplainer.__init__):
+        assert inspect.signature(fn).parameters["preset"].default == DEFAULT_PRESET, fn
+    assert CompareSettings.__dataclass_fields__["preset"].default == DEFAULT_PRESET
+    assert RunConfig.__dataclass_fields__["preset"].default == DEFAULT_PRESET
+    parser = build_parser()
+    for command in ("explain", "explain-dataset", "compare"):
+        args = parser.parse_args([command, "x"] if command != "compare" else [command])
+        assert str(args.preset) == DEFAULT_PRESET, command

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.methods import available_explainers
 from inputiba.metrics.evaluate import ALL_METRICS, DEFAULT_METRICS
 
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="weights file (or torchvision weights name)")
     p.add_argument("--layer", help="InputIBA/IBA bottleneck layer (default: the model's)")
     p.add_argument("--gradcam-layer", help="Grad-CAM layer (default: the last spatial one)")
-    p.add_argument("--preset", default=Default("fast"), choices=tuple(PRESETS))
+    p.add_argument("--preset", default=Default(DEFAULT_PRESET), choices=tuple(PRESETS))
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE",
                    help="override one InputIBA hyper-parameter (repeatable; InputIBA only)")

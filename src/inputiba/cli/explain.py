@@ -72,7 +72,7 @@ CONFIG_KEYS = {
 def register(subparsers: Any) -> None:
     """Add the ``explain`` parser."""
     from inputiba.cli._runconfig import Default, add_config_argument, add_ensemble_argument
-    from inputiba.core.config import PRESETS
+    from inputiba.core.config import DEFAULT_PRESET, PRESETS
     from inputiba.workflows.explain import DEFAULT_OUT_DIR
 
     p = subparsers.add_parser(
@@ -108,9 +108,10 @@ def register(subparsers: Any) -> None:
                    help="attribution method: inputiba (default), iba, gradcam, "
                         "integrated_gradients, guided_backprop, deepshap, extremal_perturbation, "
                         "random; --set KEY=VALUE then sets that method's options")
-    p.add_argument("-p", "--preset", default=Default("fast"), choices=tuple(PRESETS),
-                   help="settings: 'fast' (default), 'paper' (the original configuration) or "
-                        "'fast-nogan' (fast without the WGAN stage)")
+    p.add_argument("-p", "--preset", default=Default(DEFAULT_PRESET), choices=tuple(PRESETS),
+                   help="settings (default: %(default)s): 'paper' (the original configuration), "
+                        "'fast', 'fast-nogan' (fast without the WGAN stage), 'stable' or "
+                        "'consensus' (maps that change less with the seed)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")
     add_ensemble_argument(p)

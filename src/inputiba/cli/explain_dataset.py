@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 from inputiba.cli.explain import _positive_int, _show_warning, parse_option
-from inputiba.core.config import PRESETS
+from inputiba.core.config import DEFAULT_PRESET, PRESETS
 
 __all__ = ["register", "run"]
 
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--statistics", metavar="FILE", help="a saved statistics file instead")
     p.add_argument("--estimation-samples", type=_positive_int, metavar="N",
                    help="use at most N estimation images")
-    p.add_argument("-p", "--preset", default=Default("fast"), choices=tuple(PRESETS),
+    p.add_argument("-p", "--preset", default=Default(DEFAULT_PRESET), choices=tuple(PRESETS),
                    help="settings (default: %(default)s)")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE", help="override one InputIBA hyper-parameter (repeatable)")

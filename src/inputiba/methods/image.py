@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.core.functional import resize_map
 from inputiba.core.layers import get_layer, layer_output
 from inputiba.errors import ConfigError, InputError, ModelError
@@ -98,7 +99,8 @@ class InputIBAExplainer(Explainer):
         model: the classifier.
         layer: dotted name of the feature-bottleneck layer (e.g. ``"_blocks.5"``).
         statistics: a ``LayerStatistics`` or a path to saved ones.
-        preset: ``"fast"`` or ``"paper"``; other keyword arguments override fields of
+        preset: a name of :data:`~inputiba.core.config.PRESETS` (default
+            :data:`~inputiba.core.config.DEFAULT_PRESET`); other keyword arguments override fields of
             :class:`inputiba.InputIBAConfig`.
         seed: the core's per-sample seed (``seed + i`` for sample ``i``); default the preset's.
     """
@@ -111,7 +113,7 @@ class InputIBAExplainer(Explainer):
         layer: str,
         *,
         statistics: Any = None,
-        preset: str = "fast",
+        preset: str = DEFAULT_PRESET,
         seed: int | None = None,
         normalize: bool = True,
         **kwargs: Any,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.data.io import save_json, save_npy, save_text
 from inputiba.data.maps import EvalItem, builtin_items
 from inputiba.errors import ConfigError
@@ -96,7 +97,7 @@ class CompareSettings:
     methods: Sequence[str] = field(default_factory=lambda: tuple(available_explainers()))
     layer: str | None = None
     gradcam_layer: str | None = None
-    preset: str = "fast"
+    preset: str = DEFAULT_PRESET
     inputiba_options: dict[str, Any] = field(default_factory=dict)
     statistics: str | Path | None = None
     estimation_samples: int = 200

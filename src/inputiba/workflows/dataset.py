@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba import __version__
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.core.layers import LayerNotFoundError, get_layer
 from inputiba.core.statistics import LayerStatistics
 from inputiba.core.targets import resolve_target
@@ -158,7 +159,7 @@ def explain_dataset(
     estimation: str | os.PathLike[str] | None = None,
     statistics: LayerStatistics | str | os.PathLike[str] | None = None,
     estimation_samples: int | None = None,
-    preset: str = "fast",
+    preset: str = DEFAULT_PRESET,
     options: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: str | None = None,

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inputiba import __version__
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.core.layers import LayerNotFoundError, get_layer
 from inputiba.core.statistics import LayerStatistics
 from inputiba.core.targets import resolve_target
@@ -361,7 +362,7 @@ def explain_images(
     target: int | str | Sequence[int | str | None] | None = None,
     estimation: str | os.PathLike[str] | None = None,
     statistics: LayerStatistics | str | os.PathLike[str] | None = None,
-    preset: str = "fast",
+    preset: str = DEFAULT_PRESET,
     options: Mapping[str, Any] | None = None,
     batch_size: int = 2,
     device: str | torch.device | None = None,
@@ -391,7 +392,8 @@ def explain_images(
             (:func:`standin_batches`), with an :class:`InputIBAWarning`. Estimated statistics
             are cached under ``inputiba.data.assets.cache_dir() / "statistics"``.
         statistics: ready statistics (object or file); takes precedence over ``estimation``.
-        preset: ``"fast"`` or ``"paper"`` (the original settings).
+        preset: a name of :data:`~inputiba.core.config.PRESETS` (default
+            :data:`~inputiba.core.config.DEFAULT_PRESET`; ``"paper"``: the original settings).
         options: InputIBA hyper-parameter overrides (keyword arguments of ``InputIBA``).
         batch_size: images explained together (all three stages run on the batch at once;
             memory grows with it: about 2.5 GB per image for EfficientNet-Lite0 at 224 px

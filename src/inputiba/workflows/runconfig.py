@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inputiba.core.config import PRESETS, InputIBAConfig, resolve_config
+from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig, resolve_config
 from inputiba.data.io import save_text
 from inputiba.errors import RunConfigError
 
@@ -114,7 +114,7 @@ class RunConfig:
     task: str = "image"
     model: ModelSettings = field(default_factory=ModelSettings)
     estimation: EstimationSettings = field(default_factory=EstimationSettings)
-    preset: str = "fast"
+    preset: str = DEFAULT_PRESET
     inputiba: dict[str, Any] = field(default_factory=dict)
     output: OutputSettings = field(default_factory=OutputSettings)
     seed: int = 0
@@ -236,7 +236,7 @@ def parse_run_config(data: Any, source: str | None = None) -> RunConfig:
     if task not in TASKS:
         raise RunConfigError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}"
                              f"{_where(source)}")
-    preset = data.get("preset", "fast")
+    preset = data.get("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise RunConfigError(f"Unknown preset {preset!r}{_hint(str(preset), list(PRESETS))}"
                              f"{_where(source)}")
