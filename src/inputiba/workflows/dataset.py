@@ -241,8 +241,9 @@ def explain_dataset(
     seed = run_seed(seed, options)
     check_output_dir(out_dir)
     ctx = DistributedContext.from_environment(device)
+    finished = False
     try:
-        return _run(ctx, items, dataset_label, t_start, model=model, weights=weights,
+        result = _run(ctx, items, dataset_label, t_start, model=model, weights=weights,
                     layer=layer, targets=targets, estimation=estimation, statistics=statistics,
                     estimation_samples=estimation_samples, preset=preset,
                     options=options, batch_size=batch_size, device=device,
@@ -250,8 +251,10 @@ def explain_dataset(
                     channels_last=channels_last, gallery=gallery and gallery_limit != 0,
                     gallery_limit=gallery_limit, preprocess=preprocess,
                     class_names=class_names, progress=progress)
+        finished = True
+        return result
     finally:
-        ctx.close()
+        ctx.close(wait=finished)
 
 
 def _targets_per_item(items: Sequence[DatasetItem], targets: Any,
