@@ -152,7 +152,8 @@ def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     output is not one layer. Runs the model once on ``inputs[:1]`` with hooks.
     """
     calls = _call_counts(model, inputs[:1])
-    order = [name for name, (count, spatial) in calls.items() if count == 1 and spatial]
+    order = [name for name, (count, shape) in calls.items()
+             if count == 1 and shape is not None and len(shape) == 4 and shape[-2] * shape[-1] > 1]
     if not order:
         raise ModelError(
             f"{type(model).__name__} has no module with a (B, C, h, w) output; pass layer=..."
@@ -160,21 +161,21 @@ def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     return order[-1]
 
 
-def _call_counts(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[int, bool]]:
-    """Module name -> (calls in one forward pass, whether its last output was spatial 4-d),
-    in order of the last call."""
-    calls: dict[str, tuple[int, bool]] = {}
+def _call_counts(
+    model: nn.Module, inputs: torch.Tensor
+) -> dict[str, tuple[int, tuple[int, ...] | None]]:
+    """Module name -> (calls in one forward pass, the shape of its last output; None when
+    that was not a tensor), in order of the last call."""
+    calls: dict[str, tuple[int, tuple[int, ...] | None]] = {}
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            spatial = (
-                isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1
-            )
-            count = calls.pop(name, (0, False))[0] + 1
-            calls[name] = (count, spatial)
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+            count = calls.pop(name, (0, None))[0] + 1
+            calls[name] = (count, shape)
 
         handles.append(module.register_forward_hook(hook))
     _probe_with_hooks(model, inputs, handles)

@@ -46,7 +46,7 @@ from torch import nn
 
 from inputiba.core.config import DEFAULT_PRESET
 from inputiba.core.functional import resize_map
-from inputiba.core.layers import get_layer, layer_output
+from inputiba.core.layers import get_layer
 from inputiba.errors import ConfigError, InputError, ModelError
 from inputiba.methods.base import (
     Attribution,
@@ -220,18 +220,17 @@ class GradCAM(Explainer):
         if self.layer is None:
             self.layer = last_spatial_layer(self.model, x)
         if self.layer not in self._checked:
-            count = _call_counts(self.model, x[:1]).get(self.layer, (0, False))[0]
+            count, shape = _call_counts(self.model, x[:1]).get(self.layer, (0, None))
             if count != 1:
                 raise ModelError(
                     f"Grad-CAM layer {self.layer!r} is called {count} times per forward pass; "
                     "choose a layer that runs exactly once (e.g. a block, not a shared "
                     "activation module)"
                 )
-            shape = tuple(layer_output(self.model, self.layer, x[:1]).shape)
-            if len(shape) != 4:
+            if shape is None or len(shape) != 4:
                 raise ModelError(
                     f"Grad-CAM needs a layer with a (B, C, h, w) output; layer {self.layer!r} "
-                    f"gives {shape}: choose a convolutional block"
+                    f"gives {shape or 'no single tensor'}: choose a convolutional block"
                 )
             self._checked.add(self.layer)
         cam = LayerGradCam(self.model, get_layer(self.model, self.layer))
