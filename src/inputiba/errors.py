@@ -57,11 +57,15 @@ class RunConfigError(ConfigError):
     """A run configuration file that cannot be used (the message names the key and the file)."""
 
 
-class LayerNotFoundError(InputIBAError, KeyError):
-    """A dotted layer name that does not exist in the model (the message lists close names)."""
+class _MessageKeyError(KeyError):
+    """A ``KeyError`` whose ``str`` is its message (``KeyError`` quotes it)."""
 
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class LayerNotFoundError(InputIBAError, _MessageKeyError):
+    """A dotted layer name that does not exist in the model (the message lists close names)."""
 
 
 class ImageReadError(InputIBAError, ValueError):
@@ -141,12 +145,9 @@ class AssetError(InputIBAError, RuntimeError):
     index."""
 
 
-class UnknownNameError(ConfigError, KeyError):
+class UnknownNameError(ConfigError, _MessageKeyError):
     """A name that names nothing in a fixed list (a built-in photo); the message lists the
     valid names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0]) if self.args else ""
 
 
 class InputIBAWarning(UserWarning):

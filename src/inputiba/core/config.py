@@ -44,9 +44,9 @@ class BottleneckSettings:
         average: 0: the result is the last iterate; N > 0: lambda (and its KL) is the mean of
             the last N iterates' lambdas (Polyak averaging: the last Adam steps at lr 1.0 jitter
             by about a logit, which averaging removes at no extra network pass).
-        schedule: Adam's learning rate over the steps: ``"constant"`` (the original), or
-            ``"cosine"``: from ``lr`` down to 0 along a half cosine, so that the last steps
-            settle instead of jittering by about ``lr`` a step.
+        schedule: Adam's learning rate over the steps: ``"constant"`` (the original),
+            ``"cosine"`` (from ``lr`` down to 0 along a half cosine) or ``"warmup"`` (ramped up
+            linearly over the first sixth of the steps, then ``lr``).
     """
 
     beta: float = 20.0
@@ -126,8 +126,9 @@ class InputIBAConfig:
     distribution in normalised input space).
 
     ``input_average``: stage 3's map is the mean lambda of its last N steps (0: the last step).
-    ``input_lr_schedule``: stage 3's learning rate over its steps, "constant" (the original) or
-    "cosine" (annealed to 0: less of the optimisation's noise in the map).
+    ``input_lr_schedule``: stage 3's learning rate over its steps, "constant" (the original),
+    "cosine" (annealed to 0) or "warmup" (ramped up over the first sixth of the steps); neither
+    changes how much maps agree across seeds (the project's results).
     ``seed``: per-sample random streams are seeded with ``seed + index`` unless seeds are given.
     ``ensemble``: K >= 1: every map combines K maps with independent seeds, run as one
     batch of K times the samples (about K times the work; averages out the optimisation's noise).
