@@ -33,6 +33,9 @@ Variants (all the paper's settings unless named; ``fast`` is the ``fast`` preset
   the members are the runs of the variant without ``-xK...`` at seeds ``base + k`` (the
   ensemble's seeds; cached under that variant's name, so the reductions share them), and the
   seconds per map are the sum of the members' (run in batches of ``--seeds`` x K);
+* ``*-share-xK[mean|median|min]``: an ensemble whose K runs share one stage-1 run
+  (``ensemble_shared_stage1``), run as one batch of ``--seeds`` x K rows and reduced by the
+  library (``ensemble_reduce``); its seconds per map are the batch's time / ``--seeds``;
 * a preset's name (for example ``stable``): that preset as it is.
 
 Data: the built-in localisation set (photos with boxes) first, then the built-in photos;
@@ -162,11 +165,14 @@ def _non_negative(text: str) -> bool:
 
 def parse_variant(name: str) -> Variant:
     """``<paper|fast>[-nogan|-uniform|-s1prior|-gantrain][-avgN][-sigF][-stepsN][-drawsN]``
-    ``[-lrF][-cos|-warm][-xK[mean|median|min|gmean|hmean|second]]``, ``iba``, or a preset.
+    ``[-lrF][-cos|-warm][-share][-xK[mean|median|min|gmean|hmean|second]]``, ``iba``, or a
+    preset.
 
     ``-avgN``: ``input_average=N``; ``-sigF``/``-stepsN``/``-drawsN``/``-lrF``: ``input_sigma``,
     ``input_steps``, ``input_draws``, ``input_lr``; ``-cos``/``-warm``: ``input_lr_schedule``
-    ``"cosine"``/``"warmup"``; ``-xK``: ``ensemble=K``. Any other name must be a preset
+    ``"cosine"``/``"warmup"``; ``-xK``: ``ensemble=K``; ``-share``: the ensemble's runs share
+    one stage-1 run (``ensemble_shared_stage1``; ``-xK<reduction>`` is then the library's
+    batched ``ensemble_reduce``, not a reduction of separate runs). Any other name must be a preset
     (run as it is, for example the recommended one).
     """
     if name == "iba":
@@ -195,6 +201,8 @@ def parse_variant(name: str) -> Variant:
             over["input_lr_schedule"] = "cosine"
         elif m == "warm":  # stage 3's learning rate ramped up over its first sixth
             over["input_lr_schedule"] = "warmup"
+        elif m == "share":  # an ensemble's runs share one stage-1 run
+            over["ensemble_shared_stage1"] = True
         elif (setting := _setting_modifier(m)) is not None:
             over[setting[0]] = setting[1]
         elif ens := re.fullmatch(rf"x(\d+)({'|'.join(REDUCTIONS)})?", m):
@@ -203,6 +211,14 @@ def parse_variant(name: str) -> Variant:
             return Variant(name)
         else:
             raise argparse.ArgumentTypeError(f"unknown variant {name!r} (modifier {m!r})")
+    if over.get("ensemble_shared_stage1"):
+        if reduce not in ("", *ENSEMBLE_REDUCTIONS):
+            raise argparse.ArgumentTypeError(f"-share runs the library's ensemble: {name!r} "
+                                             f"needs a reduction of {ENSEMBLE_REDUCTIONS}")
+        if not k:
+            raise argparse.ArgumentTypeError(f"-share needs an ensemble (-xK): {name!r}")
+        over["ensemble_reduce"] = reduce or "mean"
+        return Variant(base, over, prior=prior, ensemble=k)
     if reduce:
         return Variant(base, over, prior=prior, ensemble=k, reduce=reduce,
                        members_of=name.rsplit("-", 1)[0])

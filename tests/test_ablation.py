@@ -42,6 +42,14 @@ def test_variant_names(ablation):
     assert ablation.parse_variant("consensus").ensemble is None
     with pytest.raises(Exception, match="unknown variant"):
         ablation.parse_variant("paper-x3max")
+    # -share: the library's batched ensemble with its reduction, stage 1 shared
+    v = ablation.parse_variant("paper-s1prior-steps11-share-x10min")
+    assert (v.ensemble, v.reduce) == (10, "")
+    assert v.overrides == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 11,
+                           "ensemble_shared_stage1": True, "ensemble_reduce": "min"}
+    for bad in ("paper-share", "paper-share-x3gmean"):
+        with pytest.raises(Exception, match="-share"):
+            ablation.parse_variant(bad)
 
 
 def test_maps_are_those_of_the_named_settings(ablation, monkeypatch, tmp_path, digits,

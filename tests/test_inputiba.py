@@ -353,6 +353,50 @@ def test_ensemble_is_the_mean_of_its_members(digits, digits_model, digits_stats)
             ex.attribute(x, ensemble=bad)
 
 
+def test_shared_stage1_ensemble_is_k_stage3_runs_on_the_first_members_stage1(
+        digits, digits_model, digits_stats, monkeypatch):
+    """ensemble_shared_stage1: stage 1 runs once per image (its first member's seed and
+    stream); member 0's map is the unshared single-seed map, member k's the single run at seed
+    s + k given member 0's stage-1 result; a batch neighbour still changes nothing."""
+    import inputiba.core.pipeline as pipeline
+
+    x = digits[2][:2]
+    k = 3
+    ex = _explainer(digits_model, digits_stats, ensemble_shared_stage1=True,
+                    ensemble_reduce="min")
+    calls = []
+
+    def recording(tail, features, target, *args, **kw):
+        out = fit_feature_bottleneck(tail, features, target, *args, **kw)
+        calls.append((features.shape[0], target.tolist(), out))
+        return out
+
+    monkeypatch.setattr(pipeline, "fit_feature_bottleneck", recording)
+    shared = ex.attribute(x, target=[3, 5], seed=7, ensemble=k, return_details=True)
+    assert [(n, t) for n, t, _ in calls] == [(2, [3, 5])]  # one stage-1 row per image
+    stage1 = calls[0][2]
+    assert torch.equal(shared.losses["feature"]["total"],
+                       stage1.losses["total"].repeat_interleave(k, dim=0))
+    single = _explainer(digits_model, digits_stats)
+    for i, t in enumerate([3, 5]):
+        s = 7 + i * k
+        members = [single.attribute(x[[i]], target=[t], seed=[s])]
+        row = pipeline.BottleneckResult(stage1.lamb[[i]], stage1.alpha[[i]], stage1.kl[[i]],
+                                        {n: v[[i]] for n, v in stage1.losses.items()})
+        monkeypatch.setattr(pipeline, "fit_feature_bottleneck", lambda *a, _r=row, **kw: _r)
+        members += [single.attribute(x[[i]], target=[t], seed=[s + j]) for j in range(1, k)]
+        monkeypatch.setattr(pipeline, "fit_feature_bottleneck", recording)
+        torch.testing.assert_close(shared.attribution[i], torch.stack(members).amin(0)[0])
+        assert not torch.allclose(members[1], members[2], atol=1e-3)
+    alone = ex.attribute(x[[1]], target=[5], seed=[7 + k], ensemble=k)
+    torch.testing.assert_close(alone[0], shared.attribution[1])
+    # not shared: every member fits its own stage 1 (2 x 3 rows)
+    calls.clear()
+    ex.config = ex.config.replace(ensemble_shared_stage1=False)
+    ex.attribute(x, target=[3, 5], seed=7, ensemble=k)
+    assert [n for n, _, _ in calls] == [2 * k]
+
+
 def test_ensemble_setting_is_the_default_of_attribute(digits, digits_model, digits_stats):
     """The setting ``ensemble`` K (constructor or resolve_config) is what attribute(ensemble=K)
     does with the default config; an explicit argument still wins."""

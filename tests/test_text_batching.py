@@ -106,6 +106,29 @@ def test_text_ensemble_is_the_mean_of_its_members_and_ignores_neighbours():
             ex.attribute(batch, ensemble=bad)
 
 
+def test_text_ensemble_can_share_stage1():
+    """ensemble_shared_stage1: a text's K runs share its first run's stage 1 (seed s_i);
+    that run is the unshared single-seed run; the others differ from it; padding and batch
+    neighbours change nothing."""
+    ex = _explainer()
+    ex.config = ex.config.replace(ensemble_shared_stage1=True)
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0, :5] = torch.tensor([5, 9, 2, 17, 3])
+    batch[1] = torch.tensor([4, 8, 15, 16, 23, 1, 30])
+    k = 3
+    ens = ex.attribute(batch, target=[1, 0], seed=7, ensemble=k, return_details=True)
+    feat, inp = ens.losses["feature"]["total"], ens.losses["input"]["total"]
+    assert feat.shape[0] == inp.shape[0] == 2 * k and (ens.attribution[0, 5:] == 0).all()
+    torch.testing.assert_close(feat, feat[::k].repeat_interleave(k, dim=0))
+    first = ex.attribute(batch[[0]][:, :5], target=1, seed=[7], ensemble=1,
+                         return_details=True)
+    torch.testing.assert_close(feat[0], first.losses["feature"]["total"][0])
+    torch.testing.assert_close(inp[0], first.losses["input"]["total"][0])
+    assert not torch.allclose(inp[0], inp[1])
+    alone = ex.attribute(batch[[1]], target=[0], seed=[7 + k], ensemble=k)
+    torch.testing.assert_close(alone[0], ens.attribution[1])
+
+
 def test_text_gan_theta_init_normalized_uses_the_real_tokens_capacity():
     """gan_theta_init="normalized": the generator's token mask starts at the per-text
     normalised stage-1 capacity (clamped to [0.05, 0.95]), padding excluded: with no GAN steps

@@ -54,6 +54,14 @@ class BottleneckResult:
     kl: torch.Tensor
     losses: dict[str, torch.Tensor]
 
+    def repeat_interleave(self, k: int) -> BottleneckResult:
+        """Every sample's result repeated ``k`` times in a row ((B * k, ...), sample-major)."""
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat_interleave(k, dim=0)
+
+        return BottleneckResult(rep(self.lamb), rep(self.alpha), rep(self.kl),
+                                {name: rep(v) for name, v in self.losses.items()})
+
 
 def _smooth(lamb: torch.Tensor, sigma: float) -> torch.Tensor:
     if not sigma or lamb.dim() != 4:

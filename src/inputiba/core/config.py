@@ -135,6 +135,10 @@ class InputIBAConfig:
     ``ensemble_reduce``: how: "mean", "median" or "min" (pixel by pixel: high only where every
     run is; :func:`~inputiba.core.functional.reduce_members`). The intermediate maps of
     ``return_details`` are always the members' means.
+    ``ensemble_shared_stage1``: the K runs of a sample share one stage-1 run (the first
+    member's, with its seed) instead of each fitting its own; stages 2 and 3 stay independent.
+    Stage-1 maps agree closely across seeds, so this saves K - 1 stage-1 runs per sample for
+    little change; member 0's map is then the same as without sharing.
     ``max_batch``: at most this many images (samples x draws) per forward pass, which bounds
     memory; results do not depend on it (gradients are accumulated exactly). None: no limit.
     ``channels_last``: run 4-d inputs and convolution weights in channels-last memory layout
@@ -192,6 +196,7 @@ class InputIBAConfig:
     seed: int = 0
     ensemble: int = 1
     ensemble_reduce: str = "mean"
+    ensemble_shared_stage1: bool = False
     max_batch: int | None = 8
     channels_last: bool = True
     fold_batchnorm: bool = True
@@ -340,6 +345,7 @@ SETTING_RULES: dict[str, tuple[Any, ...]] = {
     "seed": (int, 0, True, 2**63 - 1, True),
     "ensemble": (int, 1, True, None, False),
     "ensemble_reduce": (str, ENSEMBLE_REDUCTIONS),
+    "ensemble_shared_stage1": (bool,),
     "max_batch": (int, 1, True, None, False),
     "channels_last": (bool,),
     "fold_batchnorm": (bool,),

@@ -11,6 +11,8 @@ prior and the noise of the input bottleneck), and :func:`run_stages` runs:
    generator's initial mask is the prior) (:func:`~inputiba.core.bottleneck.fit_input_bottleneck`),
 
 timing each stage. Every sample of the batch has its own parameters, target and random stream.
+An ensemble's runs of one sample (consecutive rows) can share one stage-1 run
+(:attr:`StageAdapter.feature_members`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from inputiba.core.bottleneck import (
 from inputiba.core.config import InputIBAConfig
 from inputiba.core.gan import GanResult, fit_gan_mask
 from inputiba.core.rng import SampleRNG
+from inputiba.errors import ModelError
 
 __all__ = ["StageAdapter", "StageResults", "run_stages", "run_feature_stage"]
 
@@ -54,6 +57,10 @@ class StageAdapter(ABC):
         gan_inputs: (B, *G) the inputs in the space the GAN's generator masks.
         noise_param_shape: per-sample shape of the generator's noise mean/scale (None: one per
             input channel).
+        feature_members: K >= 1: each group of K consecutive rows (an ensemble's runs of one
+            sample) shares one stage-1 run, the group's first row's (target, random stream).
+            :meth:`feature_tail`'s rows then count the draws of the B / K groups' first rows
+            only. Every other attribute keeps all B rows.
     """
 
     features: torch.Tensor
@@ -65,6 +72,7 @@ class StageAdapter(ABC):
     input_valid: torch.Tensor | None = None
     gan_inputs: torch.Tensor
     noise_param_shape: tuple[int, ...] | None = None
+    feature_members: int = 1
 
     @abstractmethod
     def feature_tail(self, z: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -125,12 +133,25 @@ def _timed(seconds: dict[str, float], key: str) -> Iterator[None]:
 
 def run_feature_stage(batch: StageAdapter, target: torch.Tensor, rng: SampleRNG,
                       cfg: InputIBAConfig, progress: bool = False) -> BottleneckResult:
-    """Stage 1 alone (IBA) on ``batch``: the per-sample bottleneck at R."""
+    """Stage 1 alone (IBA) on ``batch``: the per-sample bottleneck at R, (B, ...) rows (with
+    :attr:`StageAdapter.feature_members` K > 1, fitted on every K-th row and repeated)."""
     mean, std, active = batch.feature_statistics
-    return fit_feature_bottleneck(
-        batch.feature_tail, batch.features, target, mean, std, active, rng, cfg.feature,
-        valid=batch.feature_valid, max_batch=cfg.max_batch, progress=progress,
+    k = batch.feature_members
+    if k == 1:
+        return fit_feature_bottleneck(
+            batch.feature_tail, batch.features, target, mean, std, active, rng, cfg.feature,
+            valid=batch.feature_valid, max_batch=cfg.max_batch, progress=progress,
+        )
+    n = batch.features.shape[0]
+    if n % k:
+        raise ModelError(f"A batch of {n} rows cannot share stage 1 in groups of {k}")
+    valid = None if batch.feature_valid is None else batch.feature_valid[::k]
+    first = fit_feature_bottleneck(
+        batch.feature_tail, batch.features[::k], target[::k], mean, std, active,
+        rng.select(range(0, n, k)), cfg.feature, valid=valid, max_batch=cfg.max_batch,
+        progress=progress,
     )
+    return first.repeat_interleave(k)
 
 
 def run_stages(batch: StageAdapter, target: torch.Tensor, rng: SampleRNG,

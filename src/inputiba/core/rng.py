@@ -84,6 +84,15 @@ class SampleRNG:
     def __len__(self) -> int:
         return len(self.generators)
 
+    def select(self, indices: Sequence[int]) -> SampleRNG:
+        """The streams of the samples at ``indices`` (the same generators, not copies: a draw
+        from the selection advances these samples' streams here too)."""
+        out = SampleRNG.__new__(SampleRNG)
+        out.device = self.device
+        out.generators = [self.generators[i] for i in indices]
+        out.token_mask = None if self.token_mask is None else self.token_mask[list(indices)]
+        return out
+
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         mask = self.token_mask
         if mask is not None and len(shape) >= 2 and shape[1] == mask.shape[1]:

@@ -74,24 +74,28 @@ class ImageStages(StageAdapter):
         split: its split at
             the layer.
         x: (B, C, H, W) normalised images on the model's device (channels-last if configured).
+        feature_members: K: groups of K consecutive rows of ``x`` (an ensemble's runs of one
+            image) share one stage-1 run (:attr:`~inputiba.core.pipeline.StageAdapter.feature_members`);
+            the head then runs on every K-th image only.
     """
 
     def __init__(self, explainer: _LayerAttribution, net: nn.Module, split: LayerSplit,
-                 x: torch.Tensor) -> None:
+                 x: torch.Tensor, feature_members: int = 1) -> None:
         cfg = explainer.config
         self.net, self.split, self.cl = net, split, cfg.channels_last
         self.critic_widths = CRITIC_WIDTHS[cfg.gan_critic]
         self.theta_from = cfg.gan_theta_init
         self.layer_module = get_layer(net, explainer.layer)
+        self.feature_members = k = feature_members
         draws = cfg.feat_draws
-        x_rep = to_channels_last(x.repeat_interleave(draws, dim=0), self.cl)
+        x_rep = to_channels_last(x[::k].repeat_interleave(draws, dim=0), self.cl)
         self._contexts: dict[int, Any] = {}
         parts = []
         with torch.no_grad():
             for rows in row_chunks(x_rep.shape[0], cfg.max_batch):
                 r_rows, self._contexts[rows.start] = split.head(x_rep[rows])
                 parts.append(r_rows)
-        self.features = torch.cat(parts)[::draws]
+        self.features = torch.cat(parts)[::draws].repeat_interleave(k, dim=0)
         self.feature_statistics = explainer._stats_tensors(self.features)
         self.inputs = self.gan_inputs = x
         self.input_noise = (cfg.input_mean, cfg.input_std)
@@ -333,7 +337,8 @@ class InputIBA(_LayerAttribution):
             x, t, probs, rng = self._prepare(inputs, target, seed, members=k)
             t0 = time.perf_counter()
             net, split = self._network(x[:1])
-            batch = ImageStages(self, net, split, x)
+            batch = ImageStages(self, net, split, x,
+                                feature_members=k if self.config.ensemble_shared_stage1 else 1)
             setup = time.perf_counter() - t0
             res = run_stages(batch, t, rng, self.config, self.progress)
         attribution = reduce_members(torch.sigmoid(res.input.alpha).mean(1, keepdim=True), k,

@@ -125,10 +125,12 @@ class TextStages(StageAdapter):
         explainer: the :class:`TextInputIBA` (model, layers, settings, statistics).
         ids, mask: (B, T) token ids and attention mask on the model's device.
         r, emb: the feature layer's (B, T, H) and the embedding layer's (B, T, E) outputs.
+        feature_members: K: groups of K consecutive rows (an ensemble's runs of one text) share
+            one stage-1 run (:attr:`~inputiba.core.pipeline.StageAdapter.feature_members`).
     """
 
     def __init__(self, explainer: TextInputIBA, ids: torch.Tensor, mask: torch.Tensor,
-                 r: torch.Tensor, emb: torch.Tensor) -> None:
+                 r: torch.Tensor, emb: torch.Tensor, feature_members: int = 1) -> None:
         self.explainer, self.ids, self.mask = explainer, ids, mask
         valid3 = mask.bool().unsqueeze(-1).to(r.dtype)
         self.features = r
@@ -141,7 +143,9 @@ class TextStages(StageAdapter):
         # the generator masks the embeddings in standardised coordinates
         self.gan_inputs = (emb - mean_e) / std_e
         self.noise_param_shape = (1, emb.shape[-1])
-        self._feature_rows = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(
+        self.feature_members = feature_members
+        self._feature_rows = torch.arange(0, ids.shape[0], feature_members,
+                                          device=ids.device).repeat_interleave(
             explainer.config.feat_draws)
 
     def _run(self, samples: torch.Tensor, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -423,7 +427,8 @@ class TextInputIBA:
             seeds = ensemble_seeds(self.config.seed if seed is None else seed, ids.shape[0], k)
             rep = (lambda t: t.repeat_interleave(k, dim=0)) if k > 1 else (lambda t: t)
             rng = SampleRNG(seeds, device, token_mask=rep(mask))
-            batch = TextStages(self, rep(ids), rep(mask), rep(r), rep(emb))
+            batch = TextStages(self, rep(ids), rep(mask), rep(r), rep(emb),
+                               feature_members=k if self.config.ensemble_shared_stage1 else 1)
             res = run_stages(batch, rep(tgt), rng, self.config, self.progress)
         valid = mask.bool()
         scores = (reduce_members(res.input.lamb.squeeze(-1), k, self.config.ensemble_reduce)
