@@ -24,6 +24,7 @@ from PIL import Image
 
 import inputiba
 from inputiba.cli import main
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.data.assets import builtin_photos
 from inputiba.workflows.explain import explain_images
 from inputiba.workflows.records import RECORD_KEYS
@@ -129,7 +130,7 @@ def test_results_json_schema(good_run):
         assert rec["probability"] == pytest.approx(rec["predicted"]["probability"], abs=1e-3)
         s = rec["settings"]
         assert s["model"] == "efficientnet-lite0" and s["layer"] == "_blocks.5"
-        assert s["preset"] == "fast" and s["seed"] == 0 and s["batch_size"] == 2
+        assert s["preset"] == DEFAULT_PRESET and s["seed"] == 0 and s["batch_size"] == 2
         assert s["statistics"]["kind"] == "built-in stand-in" and s["statistics"]["samples"] == 16
         assert s["options"] == SMALL
         assert set(rec["seconds"]) >= {"feature", "gan", "input"}

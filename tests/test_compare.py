@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from inputiba.core.config import DEFAULT_PRESET
 from inputiba.methods.image import get_explainer
 from inputiba.workflows.compare import (
     CompareItem,
@@ -175,7 +176,7 @@ def test_a_rerun_with_other_settings_does_not_mix_maps(tmp_path, items):
                                settings=settings)
 
     res = run(0)
-    assert "InputIBA preset fast, input_steps=3." in res.table.splitlines()[0]
+    assert f"InputIBA preset {DEFAULT_PRESET}, input_steps=3." in res.table.splitlines()[0]
     recorded = json.loads((tmp_path / "maps" / "random" / "settings.json").read_text())
     assert recorded["seed"] == 0 and recorded["model"] == "_Tiny"
     before = np.load(tmp_path / "maps" / "random" / "img0.npy")

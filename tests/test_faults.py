@@ -99,7 +99,8 @@ def test_ensemble_flag_is_the_ensemble_setting(error_line, capsys, photo, tmp_pa
     for label, extra in {"flag": ["--ensemble", "2"], "set": ["--set", "ensemble=2"],
                          "both": ["--ensemble", "2", "--set", "ensemble=2"], "one": []}.items():
         out = tmp_path / label
-        rc, err = _cli(capsys, "explain", photo, "-o", out, *TINY_ARGS, *REDUCED, *extra)
+        rc, err = _cli(capsys, "explain", photo, "-o", out, *TINY_ARGS, *REDUCED, *extra,
+                       "--preset", "fast")  # one run per map unless asked (not consensus)
         assert rc == 0, err
         maps[label] = np.load(out / "chelsea.npy")
         rec = json.loads((out / "results.json").read_text())[0]
@@ -120,7 +121,7 @@ def test_ensemble_flag_is_the_ensemble_setting(error_line, capsys, photo, tmp_pa
     # explain-dataset too: its config.yaml records K and its map is explain's
     out = tmp_path / "dataset"
     rc, err = _cli(capsys, "explain-dataset", photo.parent, "-o", out, *TINY_ARGS, *REDUCED,
-                   "--ensemble", "2")
+                   "--ensemble", "2", "--preset", "fast")
     assert rc == 0, err
     assert yaml.safe_load((out / "config.yaml").read_text())["inputiba"]["ensemble"] == 2
     np.testing.assert_allclose(np.load(out / "chelsea.npy"), maps["flag"], atol=1e-6)

@@ -15,8 +15,8 @@ SMALL = dict(gan_epochs=2, gan_dataset_size=32, gan_subset_size=8, gan_batch_siz
              input_steps=8, input_draws=4, feat_draws=4)
 
 
-def _explainer(model, stats, **kw):
-    return InputIBA(model, "features.4", stats, **{**SMALL, **kw})
+def _explainer(model, stats, preset="fast", **kw):
+    return InputIBA(model, "features.4", stats, preset=preset, **{**SMALL, **kw})
 
 
 def test_gradients_reach_alpha_and_theta(digits, digits_model, digits_stats):

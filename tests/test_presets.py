@@ -69,11 +69,20 @@ def test_stable_maps_agree_across_seeds_more_than_single_maps(digits, digits_mod
     assert c_ens > c_single
 
 
-def test_consensus_is_stable_with_twelve_steps_seven_seeds_and_their_minimum():
+def test_consensus_is_the_minimum_of_eleven_short_runs_on_one_stage1():
     paper, consensus = resolve_config("paper"), resolve_config("consensus")
     changed = {k: v for k, v in consensus.to_dict().items() if paper.to_dict()[k] != v}
-    assert changed == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 12,
-                       "ensemble": 7, "ensemble_reduce": "min"}
+    assert changed == {"gan_epochs": 0, "gan_theta_init": "normalized", "input_steps": 11,
+                       "ensemble": 11, "ensemble_reduce": "min", "ensemble_shared_stage1": True}
+
+
+def test_images_default_to_consensus_and_text_to_fast():
+    from inputiba.core.config import DEFAULT_PRESET, DEFAULT_TEXT_PRESET
+    from inputiba.modalities.text import text_config
+
+    assert DEFAULT_PRESET == "consensus" and resolve_config(None) == resolve_config("consensus")
+    assert DEFAULT_TEXT_PRESET == "fast"
+    assert text_config(None) == text_config("fast") != text_config("consensus")
 
 
 def test_ensemble_reductions_are_those_of_the_single_seed_maps(digits, digits_model,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from inputiba.core.bottleneck import BottleneckResult
-from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig, check_setting
+from inputiba.core.config import DEFAULT_TEXT_PRESET, PRESETS, InputIBAConfig, check_setting
 from inputiba.core.functional import (
     LN2,
     normalized_logits,
@@ -92,14 +92,14 @@ TEXT_DEFAULTS: dict[str, Any] = {
 
 def text_config(preset: str | InputIBAConfig | None = None, **overrides: Any) -> InputIBAConfig:
     """InputIBA settings for text: :data:`TEXT_DEFAULTS`, then the preset (None:
-    :data:`~inputiba.core.config.DEFAULT_PRESET`), then ``overrides``.
+    :data:`~inputiba.core.config.DEFAULT_TEXT_PRESET`), then ``overrides``.
 
     Raises:
         ValueError: unknown preset. TypeError: unknown setting name.
     """
     if isinstance(preset, InputIBAConfig):
         return preset.replace(**overrides)
-    name = preset or DEFAULT_PRESET
+    name = preset or DEFAULT_TEXT_PRESET
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return InputIBAConfig().replace(**{**TEXT_DEFAULTS, **PRESETS[name]}).replace(**overrides)
@@ -235,7 +235,7 @@ class TextInputIBA:
             written by :meth:`save_statistics` (else call :meth:`estimate`).
         tokenizer: optional; lets :meth:`estimate` take raw texts.
         preset: a name of :data:`~inputiba.core.config.PRESETS` over :data:`TEXT_DEFAULTS`
-            (None: :data:`~inputiba.core.config.DEFAULT_PRESET`), or an
+            (None: :data:`~inputiba.core.config.DEFAULT_TEXT_PRESET`), or an
             :class:`~inputiba.core.config.InputIBAConfig`.
         pad_id: the padding id (default ``model.pad_id`` or 0) when no mask is given.
         critic_hidden: LSTM units of each sequence critic.
