@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from inputiba import _compat
-from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig
+from inputiba.core.config import DEFAULT_PRESET, DEFAULT_TEXT_PRESET, PRESETS, InputIBAConfig
 from inputiba.core.layers import get_layer, layer_names
 from inputiba.core.statistics import LayerStatistics, estimate_layer_statistics
 from inputiba.errors import (
@@ -56,6 +56,7 @@ __all__ = [
     "InputIBAConfig",
     "PRESETS",
     "DEFAULT_PRESET",
+    "DEFAULT_TEXT_PRESET",
     "LayerStatistics",
     "estimate_layer_statistics",
     "get_layer",
