@@ -279,7 +279,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 DEFAULT_PRESET = "consensus"
 
 #: The preset of :class:`~inputiba.modalities.text.TextInputIBA` when none is named
-#: (``consensus`` is measured on images only; ``inputiba explain-text`` defaults to ``paper``).
+#: (on the two text models ``consensus`` has a worse deletion AUC than ``fast`` at ten times its
+#: time: ``benchmarks/text_lexicon_hits.py``; ``inputiba explain-text`` defaults to ``paper``).
 DEFAULT_TEXT_PRESET = "fast"
 
 

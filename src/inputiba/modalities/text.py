@@ -105,15 +105,6 @@ def text_config(preset: str | InputIBAConfig | None = None, **overrides: Any) ->
     return InputIBAConfig().replace(**{**TEXT_DEFAULTS, **PRESETS[name]}).replace(**overrides)
 
 
-# --------------------------------------------------------------------------- token batches
-
-
-# --------------------------------------------------------------------------- stage 0
-
-
-# --------------------------------------------------------------------------- gradient check
-
-
 # --------------------------------------------------------------------------- the stages
 
 
