@@ -44,3 +44,20 @@ def test_explain_unknown_method_is_a_clear_error(photo, tmp_path, capsys):
                str(tmp_path), "-q"])
     assert rc != 0
     assert "Unknown method 'gradcma'; choose from inputiba, iba, gradcam" in capsys.readouterr().err
+
+
+def test_a_layer_the_method_cannot_use_stops_the_run_once(photo, tmp_path, capsys):
+    # Grad-CAM at the tiny CNN's logits (layer "8", shape (1, 5)): the same ModelError for
+    # every image, so the run stops at the first batch with one error line instead of
+    # failing each image (it used to print one "explanation failed" line per image)
+    photos = [photo, photo.with_name("copy1.png"), photo.with_name("copy2.png")]
+    for p in photos[1:]:
+        p.write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    rc = main(["explain", *map(str, photos), "--model", TINY, "--method", "gradcam", "--layer",
+               "8", "--batch-size", "1", "-o", str(out), "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.count("Grad-CAM needs a layer with a (B, C, h, w) output") == 1, err
+    assert "explanation failed" not in err and err.startswith("inputiba: error:")
+    assert not any(out.glob("*.npy"))

@@ -423,6 +423,9 @@ def explain_images(
 
     Raises:
         ExplainError: a problem with the run as a whole (nothing is written then).
+        ModelError: the model and layer cannot work with the method (e.g. Grad-CAM at a layer
+            without a (B, C, h, w) output), found at the first batch: the run stops there
+            instead of failing every image the same way.
     """
     t_start = time.perf_counter()
     if batch_size < 1:

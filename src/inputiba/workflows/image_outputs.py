@@ -20,6 +20,7 @@ from inputiba.data.io import (
     file_group,
     save_npy,
 )
+from inputiba.errors import ModelError
 from inputiba.models.resolve import (
     ResolvedModel,
     _one_line,
@@ -100,6 +101,8 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
         members = getattr(getattr(explainer, "config", None), "ensemble", 1)
         res = explainer.attribute(x, target=targets, seed=run_base_seeds(seed, idx, members),
                                   return_details=True)
+    except ModelError:
+        raise  # the model and layer cannot work for any image: the run stops at the first batch
     except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
         for i in idx:
             msg = f"{sources[i].label}: explanation failed: {type(exc).__name__}: {_one_line(exc)}"
