@@ -15,7 +15,7 @@ import yaml
 
 import inputiba
 from inputiba.cli import main
-from inputiba.core.config import PRESETS, InputIBAConfig, resolve_config
+from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig, resolve_config
 from inputiba.core.layers import get_layer
 from inputiba.workflows.runconfig import (
     RunConfigError,
@@ -106,6 +106,7 @@ def test_shipped_configs_are_valid_and_as_documented():
     assert load_run_config("resnet50_imagenet").model.layer == "layer2"
     eff = load_run_config("efficientnet_lite0")
     assert (eff.model.name, eff.model.weights) == ("efficientnet-lite0", None)
+    assert eff.preset == DEFAULT_PRESET  # "the built-in default", as its comment says
     for name in ("lstm_text", "minilm_text"):
         assert load_run_config(name).task == "text"
 
