@@ -57,6 +57,10 @@ the paired deletion-AUC difference to the reference (with its interval), marking
 that take at most half the reference's seconds per map, and the corner aimed
 at (correlation >= 0.85, deletion no worse).
 
+``--maps PNG`` shows the maps themselves: one row per photo (the first ``--maps-photos``), the
+photo and then each variant's maps at the first two seeds side by side, laid over the photo,
+each pair titled with its Pearson correlation: how much of a map is the seed's.
+
 Maps are cached in ``--cache`` (one ``.npz`` per variant, photo and seed), so a run can be
 extended (more variants, photos or seeds) without recomputing.
 
@@ -83,6 +87,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from inputiba import IBA, InputIBA
 from inputiba.core.config import ENSEMBLE_REDUCTIONS
@@ -263,6 +268,7 @@ class Photo:
     target: int
     probability: float
     boxes: np.ndarray | None  # (k, 4) in the 224 x 224 map's pixels, or None
+    image: np.ndarray | None = None  # (224, 224, 3) uint8, what x shows (for --maps)
 
 
 def load_photos(rm: Any, limit: int | None, min_probability: float = 0.1) -> list[Photo]:
@@ -283,7 +289,8 @@ def load_photos(rm: Any, limit: int | None, min_probability: float = 0.1) -> lis
         boxes = None
         if sample is not None and len(sample.boxes_for(target)):
             boxes = scale_boxes(sample.boxes_for(target), img.shape[:2], rm.input_size)
-        out.append(Photo(name, x, target, p, boxes))
+        shown = np.asarray(Image.fromarray(img).convert("RGB").resize(rm.input_size[::-1]))
+        out.append(Photo(name, x, target, p, boxes, shown))
     return out[:limit] if limit else out
 
 
@@ -513,6 +520,43 @@ def plot_frontier(summary: dict[str, Any], reference: str, path: Path,
     return key
 
 
+def plot_maps(results: dict[str, dict[tuple[str, int], dict[str, Any]]], photos: list[Photo],
+              path: Path) -> None:
+    """One row per photo: the photo, then per variant its maps at seed indices 0 and 1 laid
+    over the photo (colour scale 0..1), each pair titled with the pair's Pearson correlation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inputiba.report.visualize import blend
+
+    names = list(results)
+    cols = 1 + 2 * len(names)
+    fig, axes = plt.subplots(len(photos), cols, figsize=(1.6 * cols, 1.75 * len(photos)),
+                             squeeze=False)
+    for r, photo in enumerate(photos):
+        axes[r, 0].imshow(photo.image)
+        axes[r, 0].set_ylabel(photo.name, fontsize=7)
+        for c, name in enumerate(names):
+            a, b = (results[name][(photo.name, j)]["map"] for j in (0, 1))
+            for k, m in enumerate((a, b)):
+                ax = axes[r, 1 + 2 * c + k]
+                ax.imshow(blend(photo.image, m, alpha=0.6))
+                ax.set_title(f"{name}, seed {seed_of(k)}" if r == 0 else "", fontsize=6)
+            axes[r, 1 + 2 * c].set_xlabel(f"r = {pearson(a, b):.2f}", fontsize=7,
+                                         loc="right")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.tight_layout(pad=0.3, w_pad=0.1, h_pad=0.4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -529,6 +573,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("ablation.json"))
     ap.add_argument("--plot", type=Path, default=None,
                     help="write the seed-correlation / deletion trade-off figure (PNG) here")
+    ap.add_argument("--maps", type=Path, default=None,
+                    help="write the maps at the first two seeds, per photo and variant (PNG)")
+    ap.add_argument("--maps-photos", type=int, default=4, help="photos (rows) of --maps")
     args = ap.parse_args()
     if args.quick:
         args.photos, args.seeds, args.step = 1, 2, 0.2
@@ -576,6 +623,11 @@ def main() -> None:
     if args.plot:
         plot_frontier(summary, reference, args.plot)
         print(f"wrote {args.plot}")
+    if args.maps:
+        if args.seeds < 2:
+            raise SystemExit("--maps needs --seeds 2 or more")
+        plot_maps(results, photos[: args.maps_photos], args.maps)
+        print(f"wrote {args.maps}")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,18 @@ def test_frontier_figure(ablation, tmp_path):
     assert key == [" 1  paper", " 2  a = b", " 3  c"]  # by correlation; a and b share a point
     img = mpimg.imread(path)
     assert img.shape[:2] == (660, 1210)  # 11 x 6 inches at 110 dpi
+
+
+def test_maps_figure_shows_each_variant_at_two_seeds(ablation, tmp_path):
+    """``--maps``: one row per photo, the photo and two maps per variant, written as an image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = [ablation.Photo(f"p{i}", None, 0, 0.9, None,
+                             rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for i in range(2)]
+    results = {name: {(p.name, j): {"map": rng.random((16, 16)).astype(np.float32)}
+                      for p in photos for j in range(2)} for name in ("paper", "consensus")}
+    path = tmp_path / "maps.png"
+    ablation.plot_maps(results, photos, path)
+    width, height = Image.open(path).size
+    assert width > 2 * height  # 2 rows of 5 panels (photo + 2 variants x 2 seeds)
