@@ -356,6 +356,21 @@ def test_python_one_liner_with_arrays_and_targets(stats_cache, tmp_path):
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert [r["target"]["index"] for r in records] == [2, 4]
     assert np.load(tmp_path / "astronaut.npy").shape == grey.shape
+    assert all(r["gan_trained"] is True for r in records)  # SMALL trains the GAN 1 epoch
+    assert "no GAN" not in (tmp_path / "index.html").read_text()
+
+
+def test_gallery_says_when_stage_2_was_skipped(stats_cache, tmp_path):
+    """Without stage 2 (gan_epochs 0, as in the default consensus) the mask column holds the
+    GAN's initial mask, stage 3's prior: the record and the gallery say so."""
+    photo = builtin_photos(["coffee"])["coffee"]
+    records = explain_images([("coffee", photo)], model=TINY, layer="3", estimation_samples=16,
+                             out_dir=tmp_path, options={**SMALL, "gan_epochs": 0},
+                             progress=False)
+    assert records[0]["status"] == "ok" and records[0]["gan_trained"] is False
+    page = (tmp_path / "index.html").read_text()
+    assert "no GAN (stage 2 skipped)" in page and "prior mask" in page
+    assert "GAN mask 0" not in page
 
 
 def test_help_and_version(capsys):

@@ -28,7 +28,7 @@ __all__ = ["THUMB_KINDS", "thumb_path", "write_thumbnails", "render_gallery", "w
 THUMB_KINDS: tuple[tuple[str, str], ...] = (
     ("image", "Image"),
     ("feature", "Stage 1: feature bottleneck (bits)"),
-    ("gan", "Stage 2: GAN input mask"),
+    ("gan", "Stage 2: GAN input mask (stage 3's prior)"),
     ("inputiba", "InputIBA attribution"),
 )
 
@@ -125,9 +125,14 @@ def _row(out_dir: Path, rec: Mapping[str, Any]) -> str:
     if isinstance(feature_max, (int, float)):
         info += f'<div class="small">stage-1 max {feature_max:.2f} bits</div>'
     gan_range = rec.get("gan_range")
+    untrained = rec.get("gan_trained") is False
     if isinstance(gan_range, (list, tuple)) and len(gan_range) == 2:
-        info += (f'<div class="small">GAN mask {_fmt(gan_range[0], ".2f")} to '
+        what = "prior mask" if untrained else "GAN mask"
+        info += (f'<div class="small">{what} {_fmt(gan_range[0], ".2f")} to '
                  f'{_fmt(gan_range[1], ".2f")}</div>')
+    if untrained:
+        info += ('<div class="small">no GAN (stage 2 skipped): the mask column is the GAN\'s '
+                 "initial mask (from the stage-1 map), stage 3's prior</div>")
     cells = [f'<td class="info">{info}</td>']
     for kind, title in THUMB_KINDS:
         uri = _data_uri(thumb_path(out_dir, name, kind))

@@ -12,7 +12,9 @@ unique within the folder):
 * ``<out>/<stem>.png``: the image with the map overlaid, a colour bar, target class, probability;
 * ``<out>/<stem>.feature.npy``: stage 1 (feature bottleneck) capacity, float32 H x W, bits per
   pixel (>= 0; the map sums to the layer's total information);
-* ``<out>/<stem>.gan.npy``: stage 2 GAN input mask, float32 H x W in [0, 1];
+* ``<out>/<stem>.gan.npy``: stage 2 GAN input mask, float32 H x W in [0, 1] (without stage 2,
+  ``gan_epochs`` 0 as in ``consensus``: the GAN's initial mask, stage 3's prior; the record's
+  ``gan_trained`` is then false);
 * ``<out>/results.json``: a list with one record per image (see :data:`RECORD_KEYS`);
 * ``<out>/index.html``: an offline gallery (see :mod:`inputiba.report.gallery`).
 

@@ -114,6 +114,9 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
     losses_all = getattr(res, "losses", None) or {}
     res_targets = getattr(res, "targets", None)
     res_probs = getattr(res, "probabilities", None)
+    # without stage 2 (gan_epochs 0, e.g. the default consensus) the "GAN mask" is stage 3's
+    # prior as initialised: the gallery must not call it a trained GAN's mask
+    gan_epochs = getattr(getattr(res, "config", None), "gan_epochs", None)
     for j, item in enumerate(loaded):
         i, img, src = item.index, item.image, sources[item.index]
         size = item.size
@@ -171,6 +174,7 @@ def _explain_chunk(explainer: Any, rm: ResolvedModel,
             losses=losses, outputs=outputs,
             feature_max_bits=stats["feature"][1] if "feature" in stats else None,
             gan_range=list(stats["gan"]) if "gan" in stats else None,
+            gan_trained=None if gan_epochs is None else gan_epochs > 0,
             working_size=None if item.working_size is None else list(item.working_size),
             warnings=list(item.notes),
         )

@@ -20,7 +20,7 @@ from inputiba.report.gallery import write_gallery
 #: Keys of every record in ``results.json`` (failed records have ``None`` where nothing is known).
 RECORD_KEYS = (
     "name", "file", "status", "error", "size", "target", "probability", "predicted", "method",
-    "settings", "seconds", "losses", "outputs", "feature_max_bits", "gan_range",
+    "settings", "seconds", "losses", "outputs", "feature_max_bits", "gan_range", "gan_trained",
     "working_size", "warnings",
 )
 
