@@ -136,3 +136,18 @@ def test_every_image_entry_point_defaults_to_default_preset():
     for command in ("explain", "explain-dataset", "compare"):
         args = parser.parse_args([command, "x"] if command != "compare" else [command])
         assert str(args.preset) == DEFAULT_PRESET, command
+
+
+def test_text_entry_points_default_to_default_text_preset():
+    """Text has its own default: TextInputIBA, ``inputiba explain-text`` (it ran ``paper``) and
+    a text run configuration without a ``preset`` (it got the image default)."""
+    from inputiba.cli import build_parser
+    from inputiba.core.config import DEFAULT_TEXT_PRESET
+    from inputiba.workflows.runconfig import parse_run_config
+
+    args = build_parser().parse_args(["explain-text", "x"])
+    assert str(args.preset) == DEFAULT_TEXT_PRESET
+    assert parse_run_config({"task": "text"}).preset == DEFAULT_TEXT_PRESET
+    assert parse_run_config({}).preset == parse_run_config({"task": "image"}).preset != (
+        DEFAULT_TEXT_PRESET)
+    assert parse_run_config({"task": "text", "preset": "paper"}).preset == "paper"

@@ -280,7 +280,8 @@ DEFAULT_PRESET = "consensus"
 
 #: The preset of :class:`~inputiba.modalities.text.TextInputIBA` when none is named
 #: (on the two text models ``consensus`` has a worse deletion AUC than ``fast`` at ten times its
-#: time: ``benchmarks/text_lexicon_hits.py``; ``inputiba explain-text`` defaults to ``paper``).
+#: time: ``benchmarks/text_lexicon_hits.py``); ``inputiba explain-text`` uses it too (until
+#: 2026-12-07 it defaulted to ``paper``).
 DEFAULT_TEXT_PRESET = "fast"
 
 

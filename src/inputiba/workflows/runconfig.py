@@ -35,7 +35,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inputiba.core.config import DEFAULT_PRESET, PRESETS, InputIBAConfig, resolve_config
+from inputiba.core.config import (
+    DEFAULT_PRESET,
+    DEFAULT_TEXT_PRESET,
+    PRESETS,
+    InputIBAConfig,
+    resolve_config,
+)
 from inputiba.data.io import save_text
 from inputiba.errors import RunConfigError
 
@@ -109,7 +115,9 @@ class OutputSettings:
 @dataclass
 class RunConfig:
     """A whole run's settings. ``inputiba`` holds InputIBA settings over ``preset``'s values
-    (names checked against :class:`inputiba.core.config.InputIBAConfig`)."""
+    (names checked against :class:`inputiba.core.config.InputIBAConfig`). A file without a
+    ``preset`` gets :data:`~inputiba.core.config.DEFAULT_PRESET`, or for ``task: text``
+    :data:`~inputiba.core.config.DEFAULT_TEXT_PRESET` (what ``TextInputIBA`` uses)."""
 
     task: str = "image"
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -236,7 +244,7 @@ def parse_run_config(data: Any, source: str | None = None) -> RunConfig:
     if task not in TASKS:
         raise RunConfigError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}"
                              f"{_where(source)}")
-    preset = data.get("preset", DEFAULT_PRESET)
+    preset = data.get("preset", DEFAULT_TEXT_PRESET if task == "text" else DEFAULT_PRESET)
     if preset not in PRESETS:
         raise RunConfigError(f"Unknown preset {preset!r}{_hint(str(preset), list(PRESETS))}"
                              f"{_where(source)}")
