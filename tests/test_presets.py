@@ -131,7 +131,7 @@ def test_every_image_entry_point_defaults_to_default_preset():
     for fn in (explain_images, explain_dataset, InputIBAExplainer.__init__):
         assert inspect.signature(fn).parameters["preset"].default == DEFAULT_PRESET, fn
     assert CompareSettings.__dataclass_fields__["preset"].default == DEFAULT_PRESET
-    assert RunConfig.__dataclass_fields__["preset"].default == DEFAULT_PRESET
+    assert RunConfig().preset == RunConfig(task="image").preset == DEFAULT_PRESET
     parser = build_parser()
     for command in ("explain", "explain-dataset", "compare"):
         args = parser.parse_args([command, "x"] if command != "compare" else [command])
@@ -151,3 +151,6 @@ def test_text_entry_points_default_to_default_text_preset():
     assert parse_run_config({}).preset == parse_run_config({"task": "image"}).preset != (
         DEFAULT_TEXT_PRESET)
     assert parse_run_config({"task": "text", "preset": "paper"}).preset == "paper"
+    from inputiba.workflows.runconfig import RunConfig
+
+    assert RunConfig(task="text").preset == DEFAULT_TEXT_PRESET

@@ -115,18 +115,23 @@ class OutputSettings:
 @dataclass
 class RunConfig:
     """A whole run's settings. ``inputiba`` holds InputIBA settings over ``preset``'s values
-    (names checked against :class:`inputiba.core.config.InputIBAConfig`). A file without a
-    ``preset`` gets :data:`~inputiba.core.config.DEFAULT_PRESET`, or for ``task: text``
+    (names checked against :class:`inputiba.core.config.InputIBAConfig`). Without a ``preset``
+    (``None``, or a file without the key) an image run gets
+    :data:`~inputiba.core.config.DEFAULT_PRESET` and a text run
     :data:`~inputiba.core.config.DEFAULT_TEXT_PRESET` (what ``TextInputIBA`` uses)."""
 
     task: str = "image"
     model: ModelSettings = field(default_factory=ModelSettings)
     estimation: EstimationSettings = field(default_factory=EstimationSettings)
-    preset: str = DEFAULT_PRESET
+    preset: str | None = None  # None: the task's default (a str after __init__)
     inputiba: dict[str, Any] = field(default_factory=dict)
     output: OutputSettings = field(default_factory=OutputSettings)
     seed: int = 0
     source: str | None = None  # the file it was read from (not written)
+
+    def __post_init__(self) -> None:
+        if self.preset is None:
+            self.preset = DEFAULT_TEXT_PRESET if self.task == "text" else DEFAULT_PRESET
 
     def resolved(self) -> InputIBAConfig:
         """Every InputIBA setting: the preset's, then :attr:`inputiba`; ``seed`` is always
@@ -244,8 +249,8 @@ def parse_run_config(data: Any, source: str | None = None) -> RunConfig:
     if task not in TASKS:
         raise RunConfigError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}"
                              f"{_where(source)}")
-    preset = data.get("preset", DEFAULT_TEXT_PRESET if task == "text" else DEFAULT_PRESET)
-    if preset not in PRESETS:
+    preset = data.get("preset")  # None: the task's default (RunConfig)
+    if preset is not None and preset not in PRESETS:
         raise RunConfigError(f"Unknown preset {preset!r}{_hint(str(preset), list(PRESETS))}"
                              f"{_where(source)}")
     seed = data.get("seed", 0)
