@@ -108,8 +108,8 @@ def _run(explainer, tm, chosen, words_of, lex, batch_size, seed_base, spacing):
         seconds += time.perf_counter() - t0
         maps = {"inputiba": res.attribution, "stage-1 capacity": res.feature_capacity,
                 "gan mask": res.gan_mask}
-        for curve in aucs:
-            aucs[curve].append(_token_auc(explainer, ids, mask, res, curve))
+        for curve, auc in _token_aucs(explainer, ids, mask, res).items():
+            aucs[curve].append(auc)
         for i, text in enumerate(chunk):
             n = int(mask[i].sum())
             words = words_of(text)[:n]
@@ -122,8 +122,9 @@ def _run(explainer, tm, chosen, words_of, lex, batch_size, seed_base, spacing):
     return hits, scores, seconds, {k: torch.cat(v) for k, v in aucs.items()}
 
 
-def _token_auc(explainer, ids, mask, res, mode: str) -> torch.Tensor:
-    """(B,) deletion or insertion AUC of the final scores (removed tokens: zero embeddings)."""
+def _token_aucs(explainer, ids, mask, res) -> dict[str, torch.Tensor]:
+    """{"deletion", "insertion"}: (B,) AUCs of the final scores (removed tokens: zero
+    embeddings), both curves from one embedding pass."""
     from inputiba.core.layers import replace_output
     from inputiba.metrics.functional import token_perturbation_curve
 
@@ -134,8 +135,9 @@ def _token_auc(explainer, ids, mask, res, mode: str) -> torch.Tensor:
         with replace_output(explainer.embedding_module, lambda _: e):
             return explainer.model(torch.zeros(m.shape, dtype=ids.dtype), attention_mask=m)
 
-    return token_perturbation_curve(forward, emb, res.targets, res.attribution, mask,
-                                    mode=mode, model=explainer.model).auc
+    return {mode: token_perturbation_curve(forward, emb, res.targets, res.attribution, mask,
+                                           mode=mode, model=explainer.model).auc
+            for mode in ("deletion", "insertion")}
 
 
 def _paired_interval(d: torch.Tensor) -> tuple[float, float, float]:

@@ -143,7 +143,7 @@ def test_text_entry_points_default_to_default_text_preset():
     a text run configuration without a ``preset`` (it got the image default)."""
     from inputiba.cli import build_parser
     from inputiba.core.config import DEFAULT_TEXT_PRESET
-    from inputiba.workflows.runconfig import parse_run_config
+    from inputiba.workflows.runconfig import RunConfig, parse_run_config
 
     args = build_parser().parse_args(["explain-text", "x"])
     assert str(args.preset) == DEFAULT_TEXT_PRESET
@@ -151,6 +151,4 @@ def test_text_entry_points_default_to_default_text_preset():
     assert parse_run_config({}).preset == parse_run_config({"task": "image"}).preset != (
         DEFAULT_TEXT_PRESET)
     assert parse_run_config({"task": "text", "preset": "paper"}).preset == "paper"
-    from inputiba.workflows.runconfig import RunConfig
-
     assert RunConfig(task="text").preset == DEFAULT_TEXT_PRESET
